@@ -1,0 +1,293 @@
+//! Validation of RayService and RayCluster objects beyond their types.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::error::FieldError;
+use crate::serve_config::ServeConfig;
+use crate::types::{API_VERSION_V1ALPHA1, RayCluster, RayClusterSpec, RayService};
+use crate::{DEFAULT_NAMESPACE, MAX_RAYSERVICE_NAME_LEN};
+
+/// Fills what Kubernetes would fill: the default namespace.
+pub fn normalize_metadata(metadata: &mut ObjectMeta) {
+    if metadata.namespace.as_deref().unwrap_or_default().is_empty() {
+        metadata.namespace = Some(DEFAULT_NAMESPACE.to_string());
+    }
+}
+
+/// Checks a RayService as read from a file of version `api_version`.
+pub fn rayservice(service: &RayService, api_version: &str) -> Result<(), FieldError> {
+    let name = service.metadata.name.as_deref().unwrap_or_default();
+    dns1035_label(name, MAX_RAYSERVICE_NAME_LEN).map_err(|e| e.within("metadata.name"))?;
+    let spec = &service.spec;
+    match (&spec.serve_config, &spec.serve_config_v2) {
+        (Some(_), Some(_)) => {
+            return Err(FieldError::new(
+                "spec.serveConfig",
+                "serveConfig and serveConfigV2 are both set",
+                "keep only serveConfigV2 (the multi-application config)",
+            ));
+        }
+        (Some(_), None) => {
+            let why = if api_version == API_VERSION_V1ALPHA1 {
+                "the single-application serveConfig is not supported"
+            } else {
+                "serveConfig does not exist in ray.io/v1"
+            };
+            return Err(FieldError::new(
+                "spec.serveConfig",
+                why,
+                "move the application into serveConfigV2 (`applications: [{name, import_path, route_prefix, deployments}]`)",
+            ));
+        }
+        _ => {}
+    }
+    if let Some(text) = &spec.serve_config_v2 {
+        ServeConfig::parse(text, "spec.serveConfigV2")?;
+    }
+    let cluster = spec.ray_cluster_config.as_ref().ok_or_else(|| {
+        FieldError::new(
+            "spec.rayClusterConfig",
+            "is missing",
+            "add rayClusterConfig with a headGroupSpec (the Ray cluster to run)",
+        )
+    })?;
+    cluster_spec(cluster).map_err(|e| e.within("spec.rayClusterConfig"))?;
+    for (field, value) in [
+        (
+            "spec.serviceUnhealthySecondThreshold",
+            spec.service_unhealthy_second_threshold,
+        ),
+        (
+            "spec.deploymentUnhealthySecondThreshold",
+            spec.deployment_unhealthy_second_threshold,
+        ),
+        (
+            "spec.rayClusterDeletionDelaySeconds",
+            spec.ray_cluster_deletion_delay_seconds,
+        ),
+    ] {
+        if value.is_some_and(|v| v < 0) {
+            return Err(FieldError::new(
+                field,
+                "is negative",
+                "use a number of seconds, 0 or more",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a standalone RayCluster.
+pub fn raycluster(cluster: &RayCluster) -> Result<(), FieldError> {
+    let name = cluster.metadata.name.as_deref().unwrap_or_default();
+    dns1035_label(name, 63).map_err(|e| e.within("metadata.name"))?;
+    cluster_spec(&cluster.spec).map_err(|e| e.within("spec"))
+}
+
+/// Checks a cluster spec; field paths are relative to it.
+pub fn cluster_spec(spec: &RayClusterSpec) -> Result<(), FieldError> {
+    has_a_container(&spec.head_group_spec.template).map_err(|e| e.within("headGroupSpec"))?;
+    let mut groups = BTreeSet::new();
+    for (index, group) in spec.worker_group_specs.iter().enumerate() {
+        let at = format!("workerGroupSpecs[{index}]");
+        if group.group_name.is_empty() {
+            return Err(FieldError::new(
+                &format!("{at}.groupName"),
+                "is missing",
+                "name the worker group, e.g. `small-group`",
+            ));
+        }
+        dns1035_label(&group.group_name, 63)
+            .or_else(|_| lowercase_name(&group.group_name))
+            .map_err(|e| e.within(&format!("{at}.groupName")))?;
+        if !groups.insert(group.group_name.as_str()) {
+            return Err(FieldError::new(
+                &format!("{at}.groupName"),
+                &format!("group `{}` is defined twice", group.group_name),
+                "give every worker group its own name",
+            ));
+        }
+        for (field, value) in [
+            ("replicas", group.replicas),
+            ("minReplicas", group.min_replicas),
+            ("maxReplicas", group.max_replicas),
+        ] {
+            if value.is_some_and(|v| v < 0) {
+                return Err(FieldError::new(
+                    &format!("{at}.{field}"),
+                    "is negative",
+                    "use 0 or more",
+                ));
+            }
+        }
+        if let (Some(min), Some(max)) = (group.min_replicas, group.max_replicas) {
+            if min > max {
+                return Err(FieldError::new(
+                    &format!("{at}.minReplicas"),
+                    &format!("minReplicas {min} is above maxReplicas {max}"),
+                    "make minReplicas <= maxReplicas",
+                ));
+            }
+        }
+        has_a_container(&group.template).map_err(|e| e.within(&at))?;
+    }
+    Ok(())
+}
+
+fn has_a_container(template: &PodTemplateSpec) -> Result<(), FieldError> {
+    let count = template
+        .spec
+        .as_ref()
+        .map_or(0, |spec| spec.containers.len());
+    if count == 0 {
+        return Err(FieldError::new(
+            "template.spec.containers",
+            "is empty",
+            "add the Ray container (name, image, resources.limits for cpu and memory)",
+        ));
+    }
+    Ok(())
+}
+
+/// A DNS-1035 label: lowercase letters, digits and `-`, starting with a letter, ending with a letter or digit.
+pub fn dns1035_label(name: &str, max_len: usize) -> Result<(), FieldError> {
+    let fix =
+        "use lowercase letters, digits and '-', start with a letter and end with a letter or digit";
+    if name.is_empty() {
+        return Err(FieldError::new("", "is missing", "give the object a name"));
+    }
+    if name.len() > max_len {
+        return Err(FieldError::new(
+            "",
+            &format!(
+                "`{name}` is {} characters long, more than {max_len}",
+                name.len()
+            ),
+            &format!("use at most {max_len} characters, so that generated names stay legal"),
+        ));
+    }
+    let bytes = name.as_bytes();
+    let valid_chars = bytes
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+    let starts = bytes.first().is_some_and(u8::is_ascii_lowercase);
+    let ends = bytes
+        .last()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !(valid_chars && starts && ends) {
+        return Err(FieldError::new(
+            "",
+            &format!("`{name}` is not a DNS-1035 label"),
+            fix,
+        ));
+    }
+    Ok(())
+}
+
+/// Worker group names may start with a digit (they are only part of pod names).
+fn lowercase_name(name: &str) -> Result<(), FieldError> {
+    let ok = name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            "",
+            &format!("`{name}` is not a valid name"),
+            "use lowercase letters, digits and '-'",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels() {
+        assert!(dns1035_label("rayservice-sample", 47).is_ok());
+        assert!(dns1035_label("a", 47).is_ok());
+        for bad in ["", "Ray", "1abc", "abc-", "a_b", "a.b"] {
+            assert!(dns1035_label(bad, 47).is_err(), "{bad}");
+        }
+        let long = "a".repeat(48);
+        let err = dns1035_label(&long, 47).unwrap_err();
+        assert!(err.message.contains("48 characters"), "{err}");
+        assert!(dns1035_label(&"a".repeat(47), 47).is_ok());
+    }
+
+    fn service(yaml_spec: &str) -> RayService {
+        let text = format!(
+            "apiVersion: ray.io/v1\nkind: RayService\nmetadata: {{name: s}}\nspec:\n{yaml_spec}"
+        );
+        let value: serde_json::Value = serde_saphyr::from_str(&text).expect("yaml");
+        serde_json::from_value(value).expect("typed")
+    }
+
+    const CLUSTER: &str = "  rayClusterConfig:\n    headGroupSpec:\n      template:\n        spec:\n          containers: [{name: h, image: i}]\n";
+
+    #[test]
+    fn missing_cluster_config() {
+        let err = rayservice(&service("  serveConfigV2: ''\n"), "ray.io/v1").unwrap_err();
+        assert_eq!(err.field, "spec.rayClusterConfig");
+    }
+
+    #[test]
+    fn both_serve_configs() {
+        let spec = format!(
+            "  serveConfig: {{importPath: a.b}}\n  serveConfigV2: 'applications: []'\n{CLUSTER}"
+        );
+        let err = rayservice(&service(&spec), "ray.io/v1alpha1").unwrap_err();
+        assert!(err.message.contains("both"), "{err}");
+    }
+
+    #[test]
+    fn bad_serve_config_names_the_field() {
+        let spec = format!("  serveConfigV2: 'applications: [{{name: a'\n{CLUSTER}");
+        let err = rayservice(&service(&spec), "ray.io/v1").unwrap_err();
+        assert_eq!(err.field, "spec.serveConfigV2");
+    }
+
+    #[test]
+    fn worker_groups() {
+        let spec = format!(
+            "{CLUSTER}    workerGroupSpecs:\n    - {{groupName: g, template: {{spec: {{containers: [{{name: w}}]}}}}}}\n    - {{groupName: g, template: {{spec: {{containers: [{{name: w}}]}}}}}}\n"
+        );
+        let err = rayservice(&service(&spec), "ray.io/v1").unwrap_err();
+        assert_eq!(
+            err.field,
+            "spec.rayClusterConfig.workerGroupSpecs[1].groupName"
+        );
+        let spec = format!(
+            "{CLUSTER}    workerGroupSpecs:\n    - {{groupName: g, minReplicas: 3, maxReplicas: 1, template: {{spec: {{containers: [{{name: w}}]}}}}}}\n"
+        );
+        let err = rayservice(&service(&spec), "ray.io/v1").unwrap_err();
+        assert_eq!(
+            err.field,
+            "spec.rayClusterConfig.workerGroupSpecs[0].minReplicas"
+        );
+        let spec = format!("{CLUSTER}    workerGroupSpecs:\n    - {{groupName: g}}\n");
+        let err = rayservice(&service(&spec), "ray.io/v1").unwrap_err();
+        assert_eq!(
+            err.field,
+            "spec.rayClusterConfig.workerGroupSpecs[0].template.spec.containers"
+        );
+    }
+
+    #[test]
+    fn no_head_container() {
+        let spec = "  rayClusterConfig:\n    headGroupSpec: {}\n";
+        let err = rayservice(&service(spec), "ray.io/v1").unwrap_err();
+        assert_eq!(
+            err.field,
+            "spec.rayClusterConfig.headGroupSpec.template.spec.containers"
+        );
+    }
+}
