@@ -1,0 +1,17 @@
+//! The RayService decision core, shared by local mode and the Kubernetes operator.
+//!
+//! Pure functions from (desired spec, observed state, clock) to actions and a new status:
+//! the cluster hash, in-place update versus new cluster, readiness, health thresholds,
+//! promotion and the deletion delay. No I/O happens here.
+
+pub mod decide;
+pub mod hash;
+pub mod model;
+pub mod status;
+
+pub use decide::{cluster_name, reconcile};
+pub use hash::{HASH_ANNOTATION, cluster_hash};
+pub use model::*;
+
+#[cfg(test)]
+mod tests;

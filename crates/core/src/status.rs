@@ -1,0 +1,428 @@
+//! The status a RayService reports: active and pending clusters, application and deployment
+//! statuses with their times, conditions (spec section 1).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use rayservice_api::{
+    AppStatus, DeploymentStatus, FieldError, HeadInfo, RayClusterStatus, RayServiceStatus,
+    ServeConfig, ServiceClusterStatus,
+};
+
+use crate::model::{
+    Action, Decision, Desired, Event, EventKind, Observed, ObservedCluster, ServeObservation,
+};
+
+/// Condition type: the service answers requests with every application running.
+pub const READY: &str = "Ready";
+/// Condition type: a pending cluster is being prepared to take over.
+pub const UPGRADE_IN_PROGRESS: &str = "UpgradeInProgress";
+
+/// Which observed clusters serve and which is being prepared.
+pub struct Roles<'a> {
+    /// Serves traffic.
+    pub active: Option<&'a ObservedCluster>,
+    /// Being prepared.
+    pub pending: Option<&'a ObservedCluster>,
+}
+
+/// RFC 3339 at second precision, as Kubernetes writes times.
+pub fn timestamp(time: Timestamp) -> String {
+    Timestamp::from_second(time.as_second())
+        .unwrap_or(time)
+        .to_string()
+}
+
+/// Status of a RayCluster from what its nodes do.
+pub fn cluster_status(cluster: &ObservedCluster) -> RayClusterStatus {
+    let nodes = &cluster.nodes;
+    let all_up = nodes.head_ready && nodes.workers_running >= nodes.workers_desired;
+    RayClusterStatus {
+        state: all_up.then(|| "ready".to_string()),
+        desired_worker_replicas: nodes.workers_desired,
+        available_worker_replicas: nodes.workers_running,
+        ready_worker_replicas: if nodes.head_ready {
+            nodes.workers_running
+        } else {
+            0
+        },
+        head: Some(HeadInfo {
+            pod_ip: Some("127.0.0.1".into()),
+            service_ip: Some("127.0.0.1".into()),
+            pod_name: None,
+        }),
+        reason: nodes.failure.clone(),
+        ..Default::default()
+    }
+}
+
+/// The status for this reconcile.
+pub fn build(
+    desired: &Desired<'_>,
+    observed: &Observed,
+    roles: &Roles<'_>,
+    config: &ServeConfig,
+    config_hash: &str,
+) -> RayServiceStatus {
+    let now = observed.now;
+    let previous = &observed.status;
+    let active = roles
+        .active
+        .map(|c| service_cluster_status(c, previous, now))
+        .unwrap_or_default();
+    let pending = roles
+        .pending
+        .map(|c| service_cluster_status(c, previous, now))
+        .unwrap_or_default();
+    let num_serve_endpoints = match roles.active.map(|c| &c.serve) {
+        Some(ServeObservation::Reachable {
+            serve_endpoints, ..
+        }) => *serve_endpoints,
+        _ => 0,
+    };
+
+    let (ready, reason, message) = readiness(
+        roles,
+        config,
+        config_hash,
+        &active,
+        &pending,
+        num_serve_endpoints,
+    );
+    let (upgrading, upgrade_reason, upgrade_message) = match (roles.active, roles.pending) {
+        (Some(a), Some(p)) => (
+            true,
+            "BothActivePendingClustersExist",
+            format!("{} serves while {} is prepared", a.name, p.name),
+        ),
+        (None, _) => (
+            false,
+            "NoActiveCluster",
+            "no cluster serves yet".to_string(),
+        ),
+        (Some(_), None) => (
+            false,
+            "NoPendingCluster",
+            "no upgrade in progress".to_string(),
+        ),
+    };
+    let conditions = vec![
+        condition(
+            previous,
+            READY,
+            ready,
+            reason,
+            &message,
+            desired.generation,
+            now,
+        ),
+        condition(
+            previous,
+            UPGRADE_IN_PROGRESS,
+            upgrading,
+            upgrade_reason,
+            &upgrade_message,
+            desired.generation,
+            now,
+        ),
+    ];
+    let mut status = RayServiceStatus {
+        active_service_status: active,
+        pending_service_status: pending,
+        conditions,
+        service_status: ready.then(|| "Running".to_string()),
+        num_serve_endpoints,
+        observed_generation: Some(desired.generation),
+        last_update_time: previous.last_update_time.clone(),
+    };
+    if !same_apart_from_times(&status, previous) {
+        status.last_update_time = Some(timestamp(now));
+    }
+    status
+}
+
+/// Whether the status says Ready.
+pub fn is_ready(status: &RayServiceStatus) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.status == "True")
+}
+
+/// The answer for a spec the core cannot act on: nothing changes, status and an event say why.
+pub fn invalid(desired: &Desired<'_>, observed: &Observed, error: &FieldError) -> Decision {
+    let mut status = observed.status.clone();
+    let message = error.to_string();
+    let ready = condition(
+        &observed.status,
+        READY,
+        false,
+        "ValidationFailed",
+        &message,
+        desired.generation,
+        observed.now,
+    );
+    status.conditions.retain(|c| c.type_ != READY);
+    status.conditions.insert(0, ready);
+    status.observed_generation = Some(desired.generation);
+    status.service_status = None;
+    let changed = observed.status != status;
+    if changed {
+        status.last_update_time = Some(timestamp(observed.now));
+    }
+    let actions = if changed {
+        vec![Action::Event(Event {
+            kind: EventKind::Warning,
+            reason: "ValidationFailed".into(),
+            message,
+        })]
+    } else {
+        Vec::new()
+    };
+    Decision {
+        actions,
+        status,
+        requeue_after: std::time::Duration::from_secs(30),
+    }
+}
+
+fn readiness(
+    roles: &Roles<'_>,
+    config: &ServeConfig,
+    config_hash: &str,
+    active: &ServiceClusterStatus,
+    pending: &ServiceClusterStatus,
+    endpoints: i32,
+) -> (bool, &'static str, String) {
+    let rejected = [roles.pending, roles.active]
+        .into_iter()
+        .flatten()
+        .find_map(|c| {
+            c.rejected_config
+                .as_ref()
+                .filter(|(hash, _)| hash == config_hash)
+                .map(|(_, why)| (c, why))
+        });
+    if let Some((cluster, why)) = rejected {
+        return (
+            false,
+            "ServeConfigRejected",
+            format!("Ray refused serveConfigV2 on {}: {why}", cluster.name),
+        );
+    }
+    let Some(active_cluster) = roles.active else {
+        let why = match roles.pending {
+            Some(p) => starting_message(p, pending),
+            None => "no Ray cluster yet".to_string(),
+        };
+        return (false, "Initializing", why);
+    };
+    if let Some(failed) = failing_apps(active) {
+        return (false, "ServeApplicationsFailed", failed);
+    }
+    if !config.applications.is_empty() && endpoints == 0 {
+        return (
+            false,
+            "ZeroServeEndpoints",
+            format!("no Serve proxy of {} answers", active_cluster.name),
+        );
+    }
+    (
+        true,
+        "NonZeroServeEndpoints",
+        format!("{endpoints} serve endpoint(s) on {}", active_cluster.name),
+    )
+}
+
+/// What a cluster that does not serve yet is waiting for, for a person.
+fn starting_message(cluster: &ObservedCluster, status: &ServiceClusterStatus) -> String {
+    if let Some(failure) = &cluster.nodes.failure {
+        return format!("cluster {}: {failure}", cluster.name);
+    }
+    if !cluster.nodes.head_ready {
+        return format!(
+            "cluster {}: waiting for the head node to start",
+            cluster.name
+        );
+    }
+    if let Some(failed) = failing_apps(status) {
+        return format!("cluster {}: {failed}", cluster.name);
+    }
+    let waiting: Vec<String> = status
+        .application_statuses
+        .iter()
+        .filter(|(_, app)| app.status != "RUNNING")
+        .map(|(name, app)| {
+            let detail = app
+                .serve_deployment_statuses
+                .values()
+                .map(|d| d.message.as_str())
+                .find(|m| !m.is_empty())
+                .unwrap_or(app.message.as_str());
+            if detail.is_empty() {
+                format!("{name} {}", app.status)
+            } else {
+                format!("{name} {}: {detail}", app.status)
+            }
+        })
+        .collect();
+    if waiting.is_empty() {
+        format!(
+            "cluster {}: waiting for the applications to be deployed",
+            cluster.name
+        )
+    } else {
+        format!(
+            "cluster {}: waiting for {}",
+            cluster.name,
+            waiting.join("; ")
+        )
+    }
+}
+
+fn failing_apps(status: &ServiceClusterStatus) -> Option<String> {
+    let failed: Vec<String> = status
+        .application_statuses
+        .iter()
+        .filter(|(_, app)| app.status == "DEPLOY_FAILED" || app.status == "UNHEALTHY")
+        .map(|(name, app)| format!("{name} is {}: {}", app.status, app.message))
+        .collect();
+    (!failed.is_empty()).then(|| failed.join("; "))
+}
+
+fn service_cluster_status(
+    cluster: &ObservedCluster,
+    previous: &RayServiceStatus,
+    now: Timestamp,
+) -> ServiceClusterStatus {
+    let before = [
+        &previous.active_service_status,
+        &previous.pending_service_status,
+    ]
+    .into_iter()
+    .find(|s| s.ray_cluster_name.as_deref() == Some(cluster.name.as_str()));
+    let applications = match &cluster.serve {
+        ServeObservation::Reachable { applications, .. } => applications
+            .iter()
+            .map(|app| {
+                let old = before.and_then(|b| b.application_statuses.get(&app.name));
+                let deployments = app
+                    .deployments
+                    .iter()
+                    .map(|(name, status, message)| {
+                        let old_d = old.and_then(|o| o.serve_deployment_statuses.get(name));
+                        let (last, health) = times(
+                            old_d.map(|d| {
+                                (&d.status, &d.last_update_time, &d.health_last_update_time)
+                            }),
+                            status,
+                            status == "HEALTHY",
+                            now,
+                        );
+                        let deployment = DeploymentStatus {
+                            status: status.clone(),
+                            message: message.clone(),
+                            last_update_time: last,
+                            health_last_update_time: health,
+                        };
+                        (name.clone(), deployment)
+                    })
+                    .collect();
+                let (last, health) = times(
+                    old.map(|o| (&o.status, &o.last_update_time, &o.health_last_update_time)),
+                    &app.status,
+                    app.status == "RUNNING",
+                    now,
+                );
+                let status = AppStatus {
+                    status: app.status.clone(),
+                    message: app.message.clone(),
+                    last_update_time: last,
+                    health_last_update_time: health,
+                    serve_deployment_statuses: deployments,
+                };
+                (app.name.clone(), status)
+            })
+            .collect(),
+        // Unreachable or not asked yet: keep what was last seen.
+        _ => before
+            .map(|b| b.application_statuses.clone())
+            .unwrap_or_default(),
+    };
+    ServiceClusterStatus {
+        ray_cluster_name: Some(cluster.name.clone()),
+        ray_cluster_status: Some(cluster_status(cluster)),
+        application_statuses: applications,
+    }
+}
+
+/// `lastUpdateTime` moves when the status changes; `healthLastUpdateTime` when it is seen healthy.
+fn times(
+    old: Option<(&String, &Option<String>, &Option<String>)>,
+    status: &str,
+    healthy: bool,
+    now: Timestamp,
+) -> (Option<String>, Option<String>) {
+    let now_text = timestamp(now);
+    match old {
+        Some((old_status, last, health)) if old_status == status => (
+            last.clone().or(Some(now_text.clone())),
+            if healthy {
+                Some(now_text)
+            } else {
+                health.clone()
+            },
+        ),
+        Some((_, _, health)) => (
+            Some(now_text.clone()),
+            if healthy {
+                Some(now_text)
+            } else {
+                health.clone()
+            },
+        ),
+        None => (Some(now_text.clone()), healthy.then_some(now_text)),
+    }
+}
+
+fn condition(
+    previous: &RayServiceStatus,
+    type_: &str,
+    value: bool,
+    reason: &str,
+    message: &str,
+    generation: i64,
+    now: Timestamp,
+) -> Condition {
+    let status = if value { "True" } else { "False" };
+    let old = previous.conditions.iter().find(|c| c.type_ == type_);
+    let last_transition_time = match old {
+        Some(old) if old.status == status => old.last_transition_time.clone(),
+        _ => Time(Timestamp::from_second(now.as_second()).unwrap_or(now)),
+    };
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message: message.to_string(),
+        observed_generation: Some(generation),
+        last_transition_time,
+    }
+}
+
+/// Equal except for `healthLastUpdateTime`s, which move on every healthy observation.
+fn same_apart_from_times(a: &RayServiceStatus, b: &RayServiceStatus) -> bool {
+    let strip = |s: &RayServiceStatus| {
+        let mut s = s.clone();
+        s.last_update_time = None;
+        for cluster in [&mut s.active_service_status, &mut s.pending_service_status] {
+            for app in cluster.application_statuses.values_mut() {
+                app.health_last_update_time = None;
+                for d in app.serve_deployment_statuses.values_mut() {
+                    d.health_last_update_time = None;
+                }
+            }
+        }
+        s
+    };
+    strip(a) == strip(b)
+}
