@@ -1,0 +1,272 @@
+//! [`FrontEndpoint`]: the listening side of the proxy.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::header::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{debug, info, warn};
+
+use crate::error::ProxyError;
+use crate::forward::{ConnCtx, Shared};
+use crate::routes::{CompiledRoutes, EndpointKind, RouteTable};
+use crate::stats::{Counters, EndpointStats};
+
+/// Default bound on how long [`FrontEndpoint::shutdown`] waits for in-flight requests.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Idle upstream connections are closed after this long. Kept below Ray
+/// Serve's 5 s keep-alive timeout so the proxy never reuses a connection the
+/// upstream is about to close.
+const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(4);
+
+/// Upper bound on establishing a TCP connection to an upstream.
+const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A local stand-in for the Kubernetes Service `NAME-serve-svc` or
+/// `NAME-head-svc`: an HTTP reverse proxy listening on one address whose
+/// upstreams can be swapped atomically with [`FrontEndpoint::set_routes`].
+///
+/// Requests already forwarded finish on the upstream they started on; every
+/// request routed after `set_routes` returns uses the new table. Dropping the
+/// endpoint without [`FrontEndpoint::shutdown`] closes the listener and aborts
+/// all connections immediately.
+pub struct FrontEndpoint {
+    kind: EndpointKind,
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    /// Service name -> counters, also serializes `set_routes` calls.
+    counters: Mutex<HashMap<String, Arc<Counters>>>,
+    shutdown_tx: Option<oneshot::Sender<Duration>>,
+    accept_task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for FrontEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrontEndpoint")
+            .field("kind", &self.kind)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FrontEndpoint {
+    /// Binds `addr` and starts serving with an empty route table (every
+    /// request gets 404 until [`FrontEndpoint::set_routes`] is called).
+    ///
+    /// Must be called within a Tokio runtime. Returns
+    /// [`ProxyError::AddrInUse`] when another socket listens on `addr`.
+    pub async fn bind(addr: SocketAddr, kind: EndpointKind) -> Result<Self, ProxyError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| ProxyError::from_bind(addr, e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| ProxyError::LocalAddr { addr, source })?;
+
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(UPSTREAM_CONNECT_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(UPSTREAM_POOL_IDLE)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+
+        let mut counters = HashMap::new();
+        let routes = CompiledRoutes::compile(kind, RouteTable::default(), &mut counters);
+        let (tunnels_stop_tx, tunnels_stop) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            routes: ArcSwap::from_pointee(routes),
+            unmatched: AtomicU64::new(0),
+            client,
+            tunnels_stop,
+        });
+        let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let accept_task = tokio::spawn(accept_loop(
+            listener,
+            shared.clone(),
+            shutdown_rx,
+            tunnels_stop_tx,
+        ));
+        info!(%local_addr, ?kind, "front endpoint listening");
+        Ok(Self {
+            kind,
+            local_addr,
+            shared,
+            counters: Mutex::new(counters),
+            shutdown_tx: Some(shutdown_tx),
+            accept_task: Some(accept_task),
+        })
+    }
+
+    /// The address actually bound (useful when binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Which Kubernetes Service this endpoint stands in for.
+    pub fn kind(&self) -> EndpointKind {
+        self.kind
+    }
+
+    /// Atomically replaces the route table. Requests routed after this call
+    /// returns use `table`; requests already in flight are unaffected.
+    pub fn set_routes(&self, table: RouteTable) {
+        let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        let compiled = CompiledRoutes::compile(self.kind, table, &mut counters);
+        debug!(addr = %self.local_addr, services = %compiled.listing, "routes updated");
+        self.shared.routes.store(Arc::new(compiled));
+    }
+
+    /// The route table currently in force.
+    pub fn routes(&self) -> RouteTable {
+        self.shared.routes.load().source.clone()
+    }
+
+    /// Snapshot of the per-service request and error counters.
+    pub fn stats(&self) -> EndpointStats {
+        let routes = self.shared.routes.load();
+        EndpointStats {
+            services: routes
+                .services
+                .iter()
+                .map(|s| (s.name.to_string(), s.counters.snapshot()))
+                .collect(),
+            unmatched: self.shared.unmatched.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Graceful shutdown with [`DEFAULT_SHUTDOWN_GRACE`]: see
+    /// [`FrontEndpoint::shutdown_with_timeout`].
+    pub async fn shutdown(self) {
+        self.shutdown_with_timeout(DEFAULT_SHUTDOWN_GRACE).await;
+    }
+
+    /// Stops accepting connections at once, lets in-flight requests finish
+    /// (idle keep-alive connections are closed), and aborts whatever is still
+    /// running after `grace`. Upgraded (WebSocket) connections are closed once
+    /// the plain HTTP requests have drained or the grace period has elapsed.
+    pub async fn shutdown_with_timeout(mut self, grace: Duration) {
+        if let Some(tx) = self.shutdown_tx.take() {
+            let _ = tx.send(grace);
+        }
+        if let Some(task) = self.accept_task.take()
+            && let Err(e) = task.await
+        {
+            warn!(addr = %self.local_addr, error = %e, "accept loop ended abnormally");
+        }
+        info!(addr = %self.local_addr, "front endpoint stopped");
+    }
+}
+
+impl Drop for FrontEndpoint {
+    fn drop(&mut self) {
+        if let Some(task) = self.accept_task.take() {
+            // Dropping the task's JoinSet aborts all connection tasks.
+            task.abort();
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown_rx: oneshot::Receiver<Duration>,
+    tunnels_stop_tx: watch::Sender<bool>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let (graceful_tx, graceful_rx) = watch::channel(false);
+    let mut conns: JoinSet<()> = JoinSet::new();
+    let local = listener.local_addr().ok();
+
+    let grace = loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    conns.spawn(serve_connection(
+                        stream,
+                        peer,
+                        shared.clone(),
+                        builder.clone(),
+                        graceful_rx.clone(),
+                    ));
+                }
+                Err(e) => {
+                    // Typically EMFILE/ENFILE: back off briefly instead of spinning.
+                    warn!(addr = ?local, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            grace = &mut shutdown_rx => {
+                // An `Err` means the handle was dropped without shutdown: stop now.
+                break grace.unwrap_or(Duration::ZERO);
+            }
+        }
+    };
+    drop(listener);
+    let _ = graceful_tx.send(true);
+    let in_flight = conns.len();
+    debug!(addr = ?local, in_flight, ?grace, "draining connections");
+    let drained =
+        tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        warn!(addr = ?local, remaining = conns.len(), ?grace, "grace period elapsed, aborting connections");
+        conns.shutdown().await;
+    }
+    let _ = tunnels_stop_tx.send(true);
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    mut graceful: watch::Receiver<bool>,
+) {
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+    }
+    let peer_ip = match HeaderValue::try_from(peer.ip().to_string()) {
+        Ok(v) => v,
+        Err(_) => HeaderValue::from_static("unknown"),
+    };
+    let ctx = ConnCtx { shared, peer_ip };
+    let service = service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(ctx.handle(req).await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let res = tokio::select! {
+        res = conn.as_mut() => res,
+        _ = wait_true(&mut graceful) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = res {
+        debug!(%peer, error = %e, "client connection ended with error");
+    }
+}
+
+/// Resolves once `rx` holds `true` or its sender is gone.
+pub(crate) async fn wait_true(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}

@@ -1,0 +1,35 @@
+//! Local stand-in for the Kubernetes Services that KubeRay creates for a
+//! RayService: `NAME-serve-svc` (Ray Serve HTTP) and `NAME-head-svc` (Ray
+//! dashboard).
+//!
+//! A [`FrontEndpoint`] listens on one local address and reverse-proxies every
+//! request to the Ray cluster currently serving the matching RayService.
+//! Bodies are streamed in both directions, upstream connections are pooled
+//! (keep-alive) and the route table is swapped atomically with
+//! [`FrontEndpoint::set_routes`], which is how a zero-downtime upgrade moves
+//! traffic from the old cluster to the new one: requests already in flight
+//! finish on the old upstream, new ones go to the new upstream at once.
+//!
+//! Routing (see [`RouteTable`]):
+//! - a Host of `NAME-serve-svc` / `NAME-head-svc` (optionally followed by
+//!   `.default`, `.default.svc` or `.default.svc.cluster.local`, any port,
+//!   case-insensitive) selects that RayService;
+//! - otherwise a Serve endpoint picks the service owning the longest matching
+//!   route prefix, and a Dashboard endpoint the first service with a cluster.
+//!
+//! Errors are plain-text responses: 404 (nothing matches), 503 (the service
+//! has no ready cluster yet) and 502 (the upstream failed).
+//! HTTP/1.1 upgrades (WebSocket) are tunnelled through.
+
+#![warn(missing_docs)]
+
+mod endpoint;
+mod error;
+mod forward;
+mod routes;
+mod stats;
+
+pub use endpoint::{DEFAULT_SHUTDOWN_GRACE, FrontEndpoint};
+pub use error::ProxyError;
+pub use routes::{EndpointKind, RouteTable, ServiceRoute};
+pub use stats::{EndpointStats, ServiceStats};

@@ -1,0 +1,419 @@
+//! Route tables: the public description ([`RouteTable`]) and its compiled,
+//! lookup-friendly form used on the request path.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hyper::http::uri::Authority;
+
+use crate::stats::Counters;
+
+/// Which Kubernetes Service a [`crate::FrontEndpoint`] stands in for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndpointKind {
+    /// `NAME-serve-svc`: the Ray Serve HTTP proxy (port 8000 in a Ray cluster).
+    Serve,
+    /// `NAME-head-svc`: the Ray dashboard (port 8265 in a Ray cluster).
+    Dashboard,
+}
+
+impl EndpointKind {
+    /// Suffix that KubeRay appends to the RayService name to form the Service name.
+    pub fn service_suffix(self) -> &'static str {
+        match self {
+            Self::Serve => "-serve-svc",
+            Self::Dashboard => "-head-svc",
+        }
+    }
+
+    /// Kubernetes Service name for the RayService `service` (e.g. `fruit-serve-svc`).
+    pub fn service_host(self, service: &str) -> String {
+        format!("{service}{}", self.service_suffix())
+    }
+
+    /// Default local front address: `127.0.0.1:8000` (Serve) or `127.0.0.1:8265` (Dashboard).
+    pub fn default_addr(self) -> SocketAddr {
+        let port = match self {
+            Self::Serve => 8000,
+            Self::Dashboard => 8265,
+        };
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+    }
+}
+
+/// Where one RayService's traffic goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceRoute {
+    /// RayService name (`metadata.name`).
+    pub service: String,
+    /// Address of the Ray cluster endpoint currently serving this RayService
+    /// (Serve HTTP port or dashboard port, depending on the endpoint kind);
+    /// `None` while no cluster is ready yet.
+    pub upstream: Option<SocketAddr>,
+    /// Serve route prefixes of the service's applications (e.g. `"/fruit"`, `"/"`).
+    /// Only used by [`EndpointKind::Serve`] endpoints.
+    pub route_prefixes: Vec<String>,
+}
+
+impl ServiceRoute {
+    /// Convenience constructor.
+    pub fn new(
+        service: impl Into<String>,
+        upstream: Option<SocketAddr>,
+        route_prefixes: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Self {
+            service: service.into(),
+            upstream,
+            route_prefixes: route_prefixes.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// The complete routing state of one front endpoint, swapped atomically by
+/// [`crate::FrontEndpoint::set_routes`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteTable {
+    /// Services in creation order (earlier services win ties).
+    pub services: Vec<ServiceRoute>,
+}
+
+impl RouteTable {
+    /// Builds a table from services given in creation order.
+    pub fn new(services: Vec<ServiceRoute>) -> Self {
+        Self { services }
+    }
+}
+
+/// A resolved upstream: socket address plus the pre-rendered URI authority.
+#[derive(Debug, Clone)]
+pub(crate) struct Upstream {
+    pub(crate) addr: SocketAddr,
+    pub(crate) authority: Authority,
+}
+
+/// One service of a compiled table.
+#[derive(Debug)]
+pub(crate) struct CompiledService {
+    pub(crate) name: Arc<str>,
+    pub(crate) upstream: Option<Upstream>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+/// Result of routing one request.
+pub(crate) enum RouteMatch<'a> {
+    /// The request belongs to this service.
+    Service(&'a CompiledService),
+    /// The Host header names `NAME-serve-svc` / `NAME-head-svc` for an unknown NAME.
+    UnknownService(String),
+    /// Nothing matches.
+    NoMatch,
+}
+
+/// Lookup-friendly form of a [`RouteTable`].
+#[derive(Debug)]
+pub(crate) struct CompiledRoutes {
+    pub(crate) kind: EndpointKind,
+    pub(crate) services: Vec<CompiledService>,
+    /// (normalized prefix, index into `services`), longest prefix first,
+    /// creation order among equal lengths.
+    prefixes: Vec<(String, usize)>,
+    /// Index of the first service with an upstream (dashboard default).
+    first_ready: Option<usize>,
+    /// Human-readable list of services (and prefixes), for 404 bodies.
+    pub(crate) listing: String,
+    /// The table this was compiled from.
+    pub(crate) source: RouteTable,
+}
+
+/// DNS tails accepted after `NAME-serve-svc`, longest first.
+const DNS_TAILS: [&str; 3] = [".default.svc.cluster.local", ".default.svc", ".default"];
+
+/// Normalizes a Serve route prefix: leading `/`, no trailing `/` (except the root).
+pub(crate) fn normalize_prefix(prefix: &str) -> String {
+    let trimmed = prefix.trim().trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/".to_owned()
+    } else if trimmed.starts_with('/') {
+        trimmed.to_owned()
+    } else {
+        format!("/{trimmed}")
+    }
+}
+
+/// Segment-wise prefix match: `/fruit` matches `/fruit`, `/fruit/`, `/fruit/x`, not `/fruitx`.
+pub(crate) fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    path.starts_with(prefix) && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
+}
+
+/// ASCII case-insensitive `ends_with`.
+fn ends_with_ignore_case(s: &str, suffix: &str) -> bool {
+    s.len() >= suffix.len()
+        && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+}
+
+/// Extracts `NAME` from a Host value like `NAME-serve-svc[.default[.svc[.cluster.local]]][:port]`.
+pub(crate) fn service_from_host(host: &str, kind: EndpointKind) -> Option<&str> {
+    if host.starts_with('[') {
+        return None; // IPv6 literal
+    }
+    let mut name = host.rsplit_once(':').map_or(host, |(h, _port)| h);
+    name = name.strip_suffix('.').unwrap_or(name);
+    for tail in DNS_TAILS {
+        if ends_with_ignore_case(name, tail) {
+            // `tail` is ASCII, so this index is a char boundary.
+            name = &name[..name.len() - tail.len()];
+            break;
+        }
+    }
+    let suffix = kind.service_suffix();
+    if name.len() > suffix.len() && ends_with_ignore_case(name, suffix) {
+        Some(&name[..name.len() - suffix.len()])
+    } else {
+        None
+    }
+}
+
+impl CompiledRoutes {
+    /// Compiles `table`, reusing (or creating) per-service counters from `counters`.
+    /// Counters of services that are no longer in the table are dropped from the map.
+    pub(crate) fn compile(
+        kind: EndpointKind,
+        table: RouteTable,
+        counters: &mut HashMap<String, Arc<Counters>>,
+    ) -> Self {
+        let mut services = Vec::with_capacity(table.services.len());
+        let mut prefixes = Vec::new();
+        let mut listing = String::new();
+        for (idx, route) in table.services.iter().enumerate() {
+            let counter = counters.entry(route.service.clone()).or_default().clone();
+            let upstream = route.upstream.map(|addr| Upstream {
+                addr,
+                authority: authority_for(addr),
+            });
+            let mut normalized: Vec<String> = Vec::with_capacity(route.route_prefixes.len());
+            for p in &route.route_prefixes {
+                let p = normalize_prefix(p);
+                if !normalized.contains(&p) {
+                    normalized.push(p);
+                }
+            }
+            if !listing.is_empty() {
+                listing.push_str(", ");
+            }
+            let _ = write!(listing, "{}", kind.service_host(&route.service));
+            if kind == EndpointKind::Serve {
+                let _ = write!(listing, " (prefixes: {})", join_or_none(&normalized));
+            }
+            if upstream.is_none() {
+                listing.push_str(" [no ready cluster]");
+            }
+            prefixes.extend(normalized.into_iter().map(|p| (p, idx)));
+            services.push(CompiledService {
+                name: Arc::from(route.service.as_str()),
+                upstream,
+                counters: counter,
+            });
+        }
+        // Stable: equal lengths keep creation order, so the oldest service wins ties.
+        prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+        counters.retain(|name, _| table.services.iter().any(|s| &s.service == name));
+        let first_ready = services.iter().position(|s| s.upstream.is_some());
+        if listing.is_empty() {
+            listing.push_str("none");
+        }
+        Self {
+            kind,
+            services,
+            prefixes,
+            first_ready,
+            listing,
+            source: table,
+        }
+    }
+
+    /// Routes a request given its host (if any) and path.
+    pub(crate) fn route(&self, host: Option<&str>, path: &str) -> RouteMatch<'_> {
+        if let Some(name) = host.and_then(|h| service_from_host(h, self.kind)) {
+            return match self
+                .services
+                .iter()
+                .find(|s| s.name.eq_ignore_ascii_case(name))
+            {
+                Some(svc) => RouteMatch::Service(svc),
+                None => RouteMatch::UnknownService(name.to_owned()),
+            };
+        }
+        let idx = match self.kind {
+            EndpointKind::Serve => self
+                .prefixes
+                .iter()
+                .find(|(p, _)| prefix_matches(p, path))
+                .map(|(_, idx)| *idx),
+            // No ready service: report the oldest one as "not ready" (503).
+            EndpointKind::Dashboard => self.first_ready.or(if self.services.is_empty() {
+                None
+            } else {
+                Some(0)
+            }),
+        };
+        match idx.and_then(|i| self.services.get(i)) {
+            Some(svc) => RouteMatch::Service(svc),
+            None => RouteMatch::NoMatch,
+        }
+    }
+}
+
+fn join_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn authority_for(addr: SocketAddr) -> Authority {
+    // A SocketAddr always renders as a valid authority (`1.2.3.4:5` or `[::1]:5`).
+    match Authority::try_from(addr.to_string()) {
+        Ok(a) => a,
+        Err(_) => Authority::from_static("127.0.0.1"),
+    }
+}
+
+/// Increments a relaxed counter.
+pub(crate) fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(kind: EndpointKind, services: Vec<ServiceRoute>) -> CompiledRoutes {
+        CompiledRoutes::compile(kind, RouteTable::new(services), &mut HashMap::new())
+    }
+
+    fn addr(port: u16) -> Option<SocketAddr> {
+        Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+    }
+
+    fn routed(r: RouteMatch<'_>) -> Option<&str> {
+        match r {
+            RouteMatch::Service(s) => Some(&s.name),
+            RouteMatch::UnknownService(_) | RouteMatch::NoMatch => None,
+        }
+    }
+
+    #[test]
+    fn host_forms() {
+        let k = EndpointKind::Serve;
+        assert_eq!(service_from_host("fruit-serve-svc", k), Some("fruit"));
+        assert_eq!(service_from_host("fruit-serve-svc:8000", k), Some("fruit"));
+        assert_eq!(
+            service_from_host("Fruit-Serve-SVC.default", k),
+            Some("Fruit")
+        );
+        assert_eq!(
+            service_from_host("fruit-serve-svc.default.svc", k),
+            Some("fruit")
+        );
+        assert_eq!(
+            service_from_host("fruit-serve-svc.default.svc.cluster.local:80", k),
+            Some("fruit")
+        );
+        assert_eq!(
+            service_from_host("fruit-serve-svc.default.svc.cluster.local.", k),
+            Some("fruit")
+        );
+        assert_eq!(service_from_host("fruit-serve-svc.other", k), None);
+        assert_eq!(service_from_host("-serve-svc", k), None);
+        assert_eq!(service_from_host("fruit-head-svc", k), None);
+        assert_eq!(
+            service_from_host("fruit-head-svc", EndpointKind::Dashboard),
+            Some("fruit")
+        );
+        assert_eq!(service_from_host("localhost:8000", k), None);
+        assert_eq!(service_from_host("[::1]:8000", k), None);
+        assert_eq!(service_from_host("127.0.0.1", k), None);
+    }
+
+    #[test]
+    fn prefixes() {
+        assert!(prefix_matches("/fruit", "/fruit"));
+        assert!(prefix_matches("/fruit", "/fruit/"));
+        assert!(prefix_matches("/fruit", "/fruit/x"));
+        assert!(!prefix_matches("/fruit", "/fruitx"));
+        assert!(!prefix_matches("/fruit", "/"));
+        assert!(prefix_matches("/", "/anything"));
+        assert_eq!(normalize_prefix("fruit/"), "/fruit");
+        assert_eq!(normalize_prefix(""), "/");
+        assert_eq!(normalize_prefix("/"), "/");
+    }
+
+    #[test]
+    fn longest_prefix_then_creation_order() {
+        let t = table(
+            EndpointKind::Serve,
+            vec![
+                ServiceRoute::new("a", addr(1), ["/", "/fruit"]),
+                ServiceRoute::new("b", addr(2), ["/fruit/apple", "/fruit"]),
+            ],
+        );
+        assert_eq!(routed(t.route(None, "/fruit/apple/1")), Some("b"));
+        assert_eq!(routed(t.route(None, "/fruit/pear")), Some("a"));
+        assert_eq!(routed(t.route(None, "/x")), Some("a"));
+        assert_eq!(routed(t.route(Some("B-serve-svc"), "/x")), Some("b"));
+        assert!(matches!(
+            t.route(Some("c-serve-svc"), "/"),
+            RouteMatch::UnknownService(name) if name == "c"
+        ));
+    }
+
+    #[test]
+    fn dashboard_default() {
+        let t = table(
+            EndpointKind::Dashboard,
+            vec![
+                ServiceRoute::new("a", None, ["/"]),
+                ServiceRoute::new("b", addr(2), Vec::<String>::new()),
+            ],
+        );
+        assert_eq!(routed(t.route(None, "/api")), Some("b"));
+        assert_eq!(routed(t.route(Some("a-head-svc:8265"), "/api")), Some("a"));
+        let empty = table(EndpointKind::Dashboard, vec![]);
+        assert!(matches!(empty.route(None, "/"), RouteMatch::NoMatch));
+        let none_ready = table(
+            EndpointKind::Dashboard,
+            vec![ServiceRoute::new("a", None, ["/"])],
+        );
+        assert_eq!(routed(none_ready.route(None, "/")), Some("a"));
+    }
+
+    #[test]
+    fn counters_survive_swaps_and_are_pruned() {
+        let mut counters = HashMap::new();
+        let t1 = CompiledRoutes::compile(
+            EndpointKind::Serve,
+            RouteTable::new(vec![
+                ServiceRoute::new("a", addr(1), ["/"]),
+                ServiceRoute::new("b", addr(2), ["/b"]),
+            ]),
+            &mut counters,
+        );
+        bump(&t1.services[0].counters.requests);
+        let t2 = CompiledRoutes::compile(
+            EndpointKind::Serve,
+            RouteTable::new(vec![ServiceRoute::new("a", addr(3), ["/"])]),
+            &mut counters,
+        );
+        assert_eq!(t2.services[0].counters.requests.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.len(), 1);
+        assert!(t2.listing.contains("a-serve-svc (prefixes: /)"));
+    }
+}
