@@ -432,8 +432,9 @@ impl<'a> Reconcile<'a> {
         }
     }
 
-    /// May this pending cluster take traffic? Every application must be RUNNING; for the very
-    /// first cluster (nothing serves yet) it is enough that every app has settled and one runs.
+    /// May this pending cluster take traffic? Every application must be RUNNING. For the very
+    /// first cluster (nothing serves yet, so nothing can get worse) one RUNNING app is enough: the
+    /// others keep deploying, or stay failed, in plain sight in the status.
     fn ready_to_take_traffic(&self, cluster: &ObservedCluster, first: bool) -> bool {
         if !cluster.nodes.head_ready
             || cluster.submitted_config_hash.as_deref() != Some(self.config_hash.as_str())
@@ -454,27 +455,15 @@ impl<'a> Reconcile<'a> {
         if *serve_endpoints == 0 {
             return false;
         }
-        let status_of = |name: &str| {
+        let running = |name: &str| {
             applications
                 .iter()
-                .find(|a| a.name == name)
-                .map(|a| a.status.as_str())
+                .any(|a| a.name == name && a.status == "RUNNING")
         };
-        let all_running = wanted
-            .iter()
-            .all(|app| status_of(&app.name) == Some("RUNNING"));
-        if all_running || !first {
-            return all_running;
+        if first {
+            wanted.iter().any(|app| running(&app.name))
+        } else {
+            wanted.iter().all(|app| running(&app.name))
         }
-        let settled = wanted.iter().all(|app| {
-            matches!(
-                status_of(&app.name),
-                Some("RUNNING" | "DEPLOY_FAILED" | "UNHEALTHY")
-            )
-        });
-        settled
-            && wanted
-                .iter()
-                .any(|app| status_of(&app.name) == Some("RUNNING"))
     }
 }

@@ -219,6 +219,23 @@ fn readiness(
     if let Some(failed) = failing_apps(active) {
         return (false, "ServeApplicationsFailed", failed);
     }
+    // An app that never ran on this cluster is still being deployed; one that ran and is being
+    // updated in place (DEPLOYING with a health time) keeps serving and keeps the service Ready.
+    let never_ran = active
+        .application_statuses
+        .values()
+        .any(|app| app.status != "RUNNING" && app.health_last_update_time.is_none());
+    let missing = config
+        .applications
+        .iter()
+        .any(|app| !active.application_statuses.contains_key(&app.name));
+    if never_ran || missing {
+        return (
+            false,
+            "WaitForServeDeploymentReady",
+            starting_message(active_cluster, active),
+        );
+    }
     if !config.applications.is_empty() && endpoints == 0 {
         return (
             false,

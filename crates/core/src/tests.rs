@@ -693,6 +693,59 @@ fn first_cluster_serves_healthy_apps_even_when_one_fails() {
 }
 
 #[test]
+fn first_cluster_serves_as_soon_as_one_app_runs_but_is_not_ready() {
+    let mut world = World::new();
+    world.step();
+    let name = world.pending().expect("pending");
+    world.head_up(&name);
+    world.step();
+    if let ServeObservation::Reachable { applications, .. } = &mut world.cluster_mut(&name).serve {
+        applications[0].status = "RUNNING".into();
+        applications[1].deployments = vec![(
+            "Router".into(),
+            "UPDATING".into(),
+            "Deployment 'Router' has 1 replica waiting for resources: {CPU: 64}".into(),
+        )];
+    }
+    world.step();
+    assert_eq!(world.routed_to.as_deref(), Some(name.as_str()));
+    let ready = world
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "WaitForServeDeploymentReady")
+    );
+    assert!(
+        ready.message.contains("math_app DEPLOYING") && ready.message.contains("CPU: 64"),
+        "{}",
+        ready.message
+    );
+    world.ray_settles(&name, "RUNNING");
+    world.step();
+    assert_eq!(world.condition("Ready").0, "True");
+}
+
+#[test]
+fn a_second_cluster_needs_every_app_running() {
+    let mut world = World::serving();
+    let old = world.active().expect("active");
+    world.edit(|s| s.ray_cluster_config.as_mut().expect("c").ray_version = Some("2.61.0".into()));
+    world.step();
+    let new = world.pending().expect("pending");
+    world.head_up(&new);
+    world.step();
+    if let ServeObservation::Reachable { applications, .. } = &mut world.cluster_mut(&new).serve {
+        applications[0].status = "RUNNING".into();
+    }
+    world.step();
+    assert_eq!(world.routed_to.as_deref(), Some(old.as_str()));
+}
+
+#[test]
 fn every_app_failing_on_the_first_cluster_is_reported_and_not_routed() {
     let mut world = World::new();
     world.behaviour = RayBehaviour::Fails;
