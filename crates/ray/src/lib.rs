@@ -1,0 +1,22 @@
+//! Everything the project needs to know about Ray itself, as a library.
+//!
+//! - [`node`]: the `ray start` command line of a head or worker node, with ports and a temp dir
+//!   of its own so several clusters can share one machine, and Kubernetes quantity parsing.
+//! - [`dashboard`]: a client for the dashboard's Serve REST API (`/api/serve/applications/`),
+//!   its health endpoints, and the package upload endpoint.
+//! - [`install`]: finding a Python with `ray[serve]`, or installing one into a managed venv.
+//! - [`package`]: turning a local `working_dir` into a deterministic zip Ray can use.
+//!
+//! Facts about Ray 2.60 that this crate relies on are collected in `notes/ray-facts.md`.
+
+#![warn(missing_docs)]
+
+pub mod dashboard;
+pub mod install;
+pub mod node;
+pub mod package;
+
+pub use dashboard::{DashboardClient, DashboardError, ServeDetails};
+pub use install::{InstallOptions, InstallProgress, RAY_VERSION, RayRuntime, find_or_install};
+pub use node::{HeadPorts, NodeCommand, NodeKind, NodeLaunch, NodePorts};
+pub use package::{PackageLayout, package_dir};

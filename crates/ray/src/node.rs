@@ -1,0 +1,1091 @@
+//! The `ray start` command line of one Ray node, built the way KubeRay builds it for a pod,
+//! adapted so that several clusters can run side by side on one machine.
+//!
+//! Building is pure: [`NodeLaunch::command`] turns a description of the node into an argument
+//! vector and environment ([`NodeCommand`]); nothing is started here. Every argument is its own
+//! `argv` element, never a shell string.
+//!
+//! # Which keys we own
+//!
+//! Users configure nodes through `rayStartParams` (`key: value`; `"true"` is a bare flag,
+//! `"false"` drops the flag, as in KubeRay). A user value wins over our defaults
+//! (`dashboard-host`, `num-cpus`, `memory`, `labels`, `disable-usage-stats`), except for the
+//! keys in [`OWNED_PARAMS`]: every port, the temp dir, and the flags that decide what kind of
+//! node this is. Those must be ours for clusters on one machine not to clash, so a user value
+//! for them is dropped and reported in [`NodeCommand::overridden`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::{OsStr, OsString};
+use std::hash::{BuildHasher, Hasher};
+use std::net::TcpListener;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::process::Command;
+
+use thiserror::Error;
+
+/// Longest `--temp-dir` (in bytes) that Ray 2.60 can run with.
+///
+/// Ray puts AF_UNIX sockets at `<temp-dir>/session_<date>_<time>_<usec>_<pid>/sockets/<name>`
+/// and a socket path may not exceed 107 bytes. The longest socket name is `dash_MetricsHead`;
+/// with a 7-digit pid that leaves 39 bytes. Measured: 38 bytes works, 44 bytes leaves the
+/// dashboard down (its modules cannot bind), 48 bytes makes `ray start` exit.
+pub const MAX_TEMP_DIR_BYTES: usize = 38;
+
+/// `rayStartParams` keys (normalised: no leading `--`, `-` instead of `_`, lower case) that the
+/// node builder always sets itself; user values for them are dropped.
+pub const OWNED_PARAMS: &[&str] = &[
+    "head",
+    "address",
+    "block",
+    "port",
+    "dashboard-port",
+    "ray-client-server-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "runtime-env-agent-port",
+    "metrics-export-port",
+    "node-manager-port",
+    "object-manager-port",
+    "min-worker-port",
+    "max-worker-port",
+    "worker-port-list",
+    "redis-shard-ports",
+    "temp-dir",
+    "include-dashboard",
+];
+
+/// Options of `ray start` whose value is a word like `true`/`false`/`auto` rather than a
+/// presence flag: they are always written `--key=value`.
+pub const VALUE_BOOLEAN_PARAMS: &[&str] = &[
+    "include-dashboard",
+    "include-log-monitor",
+    "log-color",
+    "log-style",
+];
+
+/// Why a node's command line could not be built.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// The temp dir is relative.
+    #[error("Ray temp dir {path} must be an absolute path")]
+    TempDirNotAbsolute {
+        /// The temp dir given.
+        path: PathBuf,
+    },
+    /// The temp dir is so long that Ray's Unix socket paths would not fit.
+    #[error(
+        "Ray temp dir {path} is {len} bytes long; at most {max} bytes fit Ray's Unix socket paths (108-byte limit)"
+    )]
+    TempDirTooLong {
+        /// The temp dir given.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: usize,
+        /// The longest that works.
+        max: usize,
+    },
+    /// A `rayStartParams` key is empty or has characters no `ray start` option has.
+    #[error("rayStartParams key {key:?} is not a valid `ray start` option name")]
+    InvalidParamKey {
+        /// The key as given.
+        key: String,
+    },
+    /// A `rayStartParams` value cannot be passed as an argument.
+    #[error("rayStartParams value for {key:?} cannot be used: {reason}")]
+    InvalidParamValue {
+        /// The key.
+        key: String,
+        /// What is wrong with the value.
+        reason: &'static str,
+    },
+    /// The worker port range is empty.
+    #[error("min worker port {min} is above max worker port {max}")]
+    WorkerPortRange {
+        /// The lowest worker port.
+        min: u16,
+        /// The highest worker port.
+        max: u16,
+    },
+    /// A node label cannot be written in `--labels=k=v,...` form.
+    #[error("node label {key:?}={value:?} cannot contain ',' or '=' or be empty")]
+    InvalidLabel {
+        /// The label key.
+        key: String,
+        /// The label value.
+        value: String,
+    },
+    /// No free port (or block of ports) was found.
+    #[error("no free block of {len} port(s) in {first}..={last} on this machine")]
+    NoFreePorts {
+        /// How many consecutive ports were wanted.
+        len: u16,
+        /// Lowest port searched.
+        first: u16,
+        /// Highest port searched.
+        last: u16,
+    },
+}
+
+/// Ports only a head node has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadPorts {
+    /// GCS server port (`--port`); workers join at `<host>:<gcs>`.
+    pub gcs: u16,
+    /// Dashboard HTTP port (`--dashboard-port`), which also serves the Serve REST API.
+    pub dashboard: u16,
+    /// Ray client server port (`--ray-client-server-port`).
+    pub client_server: u16,
+    /// Autoscaler (monitor) Prometheus port, set through env `AUTOSCALER_METRIC_PORT`
+    /// (Ray's fixed default 44217 clashes between clusters).
+    pub autoscaler_metrics: u16,
+    /// Dashboard Prometheus port, set through env `DASHBOARD_METRIC_PORT`
+    /// (Ray's fixed default 44227 clashes between clusters).
+    pub dashboard_metrics: u16,
+}
+
+/// Ports every node (head or worker) binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePorts {
+    /// Raylet's node manager port (`--node-manager-port`).
+    pub node_manager: u16,
+    /// Object manager port (`--object-manager-port`).
+    pub object_manager: u16,
+    /// Dashboard agent HTTP port (`--dashboard-agent-listen-port`, Ray's default 52365).
+    pub dashboard_agent_listen: u16,
+    /// Dashboard agent gRPC port (`--dashboard-agent-grpc-port`), also the metrics agent.
+    pub dashboard_agent_grpc: u16,
+    /// Runtime env agent port (`--runtime-env-agent-port`).
+    pub runtime_env_agent: u16,
+    /// Prometheus metrics export port (`--metrics-export-port`).
+    pub metrics_export: u16,
+    /// Lowest port of this node's worker processes (`--min-worker-port`).
+    pub min_worker: u16,
+    /// Highest port of this node's worker processes (`--max-worker-port`).
+    pub max_worker: u16,
+}
+
+/// Whether the node is the head or joins one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeKind {
+    /// The head node, with its own extra ports.
+    Head(HeadPorts),
+    /// A worker node joining the head's GCS.
+    Worker {
+        /// The head's GCS address, `host:port` (e.g. `127.0.0.1:6379`).
+        head_gcs_address: String,
+    },
+}
+
+/// Everything needed to build one node's `ray start` command.
+#[derive(Debug, Clone)]
+pub struct NodeLaunch {
+    /// Head or worker.
+    pub kind: NodeKind,
+    /// The `ray` executable of the Ray installation.
+    pub ray_executable: PathBuf,
+    /// This node's own Ray temp dir: absolute, at most [`MAX_TEMP_DIR_BYTES`] bytes.
+    pub temp_dir: PathBuf,
+    /// This node's ports.
+    pub ports: NodePorts,
+    /// The user's `rayStartParams`, keys without the leading `--`.
+    pub ray_start_params: BTreeMap<String, String>,
+    /// CPUs to announce (from the container's cpu limit, rounded up); the user's
+    /// `num-cpus` param wins.
+    pub num_cpus: Option<u32>,
+    /// Memory in bytes to announce (from the container's memory limit); the user's
+    /// `memory` param wins.
+    pub memory_bytes: Option<u64>,
+    /// Node labels, passed as `--labels=k=v,...` unless the user sets `labels`.
+    pub labels: BTreeMap<String, String>,
+    /// Extra environment for the node; wins over [`NodeLaunch::default_env`].
+    pub extra_env: Vec<(String, String)>,
+}
+
+/// A node's command line, ready for [`std::process::Command`] or tokio's equivalent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeCommand {
+    /// The program (the `ray` executable) followed by its arguments.
+    pub argv: Vec<OsString>,
+    /// Environment variables to set on top of the inherited environment.
+    pub env: Vec<(String, String)>,
+    /// User `rayStartParams` keys that were dropped because this builder owns them.
+    pub overridden: Vec<String>,
+}
+
+impl NodeCommand {
+    /// The program to run.
+    pub fn program(&self) -> &OsStr {
+        self.argv
+            .first()
+            .map(OsString::as_os_str)
+            .unwrap_or_default()
+    }
+
+    /// The arguments after the program.
+    pub fn args(&self) -> &[OsString] {
+        self.argv.get(1..).unwrap_or_default()
+    }
+
+    /// A [`Command`] with the program, arguments and environment set (nothing else).
+    pub fn to_command(&self) -> Command {
+        let mut command = Command::new(self.program());
+        command.args(self.args());
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+
+    /// The command as one line for logs, each argument quoted when it needs to be.
+    pub fn display(&self) -> String {
+        self.argv
+            .iter()
+            .map(|arg| {
+                let text = arg.to_string_lossy();
+                if !text.is_empty()
+                    && text
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_=./:,@+".contains(c))
+                {
+                    text.into_owned()
+                } else {
+                    format!("'{}'", text.replace('\'', r"'\''"))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// `rayStartParams` key in the form `ray start` spells it: no leading dashes, `-` for `_`,
+/// lower case.
+pub fn normalize_param_key(key: &str) -> String {
+    key.trim()
+        .trim_start_matches('-')
+        .replace('_', "-")
+        .to_ascii_lowercase()
+}
+
+impl NodeLaunch {
+    /// The environment every node gets unless [`NodeLaunch::extra_env`] says otherwise:
+    /// no usage stats, no 30 s drain on SIGTERM (so stopping a node takes seconds), Serve's
+    /// proxy without `SO_REUSEPORT` (a port clash with another cluster then fails loudly
+    /// instead of silently sharing traffic), and for the head the two metrics ports Ray
+    /// otherwise fixes at 44217/44227.
+    pub fn default_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("RAY_USAGE_STATS_ENABLED".to_string(), "0".to_string()),
+            (
+                "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S".to_string(),
+                "0".to_string(),
+            ),
+            (
+                "SERVE_SOCKET_REUSE_PORT_ENABLED".to_string(),
+                "0".to_string(),
+            ),
+        ];
+        if let NodeKind::Head(head) = &self.kind {
+            env.push((
+                "AUTOSCALER_METRIC_PORT".to_string(),
+                head.autoscaler_metrics.to_string(),
+            ));
+            env.push((
+                "DASHBOARD_METRIC_PORT".to_string(),
+                head.dashboard_metrics.to_string(),
+            ));
+        }
+        env
+    }
+
+    /// Builds the node's command line.
+    pub fn command(&self) -> Result<NodeCommand, NodeError> {
+        self.check_temp_dir()?;
+        if self.ports.min_worker > self.ports.max_worker {
+            return Err(NodeError::WorkerPortRange {
+                min: self.ports.min_worker,
+                max: self.ports.max_worker,
+            });
+        }
+
+        let mut argv: Vec<OsString> =
+            vec![self.ray_executable.clone().into_os_string(), "start".into()];
+        match &self.kind {
+            NodeKind::Head(head) => {
+                argv.push("--head".into());
+                argv.push(format!("--port={}", head.gcs).into());
+                argv.push(format!("--dashboard-port={}", head.dashboard).into());
+                argv.push(format!("--ray-client-server-port={}", head.client_server).into());
+            }
+            NodeKind::Worker { head_gcs_address } => {
+                if head_gcs_address.is_empty() || head_gcs_address.contains(char::is_whitespace) {
+                    return Err(NodeError::InvalidParamValue {
+                        key: "address".to_string(),
+                        reason: "the head's GCS address must be host:port",
+                    });
+                }
+                argv.push(format!("--address={head_gcs_address}").into());
+            }
+        }
+        argv.push("--block".into());
+        let p = &self.ports;
+        for (flag, port) in [
+            ("node-manager-port", p.node_manager),
+            ("object-manager-port", p.object_manager),
+            ("dashboard-agent-listen-port", p.dashboard_agent_listen),
+            ("dashboard-agent-grpc-port", p.dashboard_agent_grpc),
+            ("runtime-env-agent-port", p.runtime_env_agent),
+            ("metrics-export-port", p.metrics_export),
+            ("min-worker-port", p.min_worker),
+            ("max-worker-port", p.max_worker),
+        ] {
+            argv.push(format!("--{flag}={port}").into());
+        }
+        let mut temp_dir = OsString::from("--temp-dir=");
+        temp_dir.push(self.temp_dir.as_os_str());
+        argv.push(temp_dir);
+
+        // Defaults the user may override, then the user's params.
+        let mut params: BTreeMap<String, String> = BTreeMap::new();
+        if matches!(self.kind, NodeKind::Head(_)) {
+            params.insert("dashboard-host".into(), "127.0.0.1".into());
+        }
+        params.insert("disable-usage-stats".into(), "true".into());
+        if let Some(cpus) = self.num_cpus {
+            params.insert("num-cpus".into(), cpus.to_string());
+        }
+        if let Some(bytes) = self.memory_bytes {
+            params.insert("memory".into(), bytes.to_string());
+        }
+        if !self.labels.is_empty() {
+            params.insert("labels".into(), labels_arg(&self.labels)?);
+        }
+
+        let mut overridden = Vec::new();
+        for (raw_key, value) in &self.ray_start_params {
+            let key = normalize_param_key(raw_key);
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                return Err(NodeError::InvalidParamKey {
+                    key: raw_key.clone(),
+                });
+            }
+            if value.contains('\0') {
+                return Err(NodeError::InvalidParamValue {
+                    key: raw_key.clone(),
+                    reason: "it contains a NUL byte",
+                });
+            }
+            if OWNED_PARAMS.contains(&key.as_str()) {
+                overridden.push(raw_key.clone());
+                continue;
+            }
+            params.insert(key, value.trim().to_string());
+        }
+
+        for (key, value) in &params {
+            let lower = value.to_ascii_lowercase();
+            if VALUE_BOOLEAN_PARAMS.contains(&key.as_str()) {
+                argv.push(format!("--{key}={value}").into());
+            } else if lower == "true" {
+                argv.push(format!("--{key}").into());
+            } else if lower == "false" {
+                // KubeRay drops a flag set to "false".
+            } else {
+                argv.push(format!("--{key}={value}").into());
+            }
+        }
+
+        let mut env: BTreeMap<String, String> = self.default_env().into_iter().collect();
+        for (key, value) in &self.extra_env {
+            env.insert(key.clone(), value.clone());
+        }
+        Ok(NodeCommand {
+            argv,
+            env: env.into_iter().collect(),
+            overridden,
+        })
+    }
+
+    fn check_temp_dir(&self) -> Result<(), NodeError> {
+        if !self.temp_dir.is_absolute() {
+            return Err(NodeError::TempDirNotAbsolute {
+                path: self.temp_dir.clone(),
+            });
+        }
+        let len = self.temp_dir.as_os_str().len();
+        if len > MAX_TEMP_DIR_BYTES {
+            return Err(NodeError::TempDirTooLong {
+                path: self.temp_dir.clone(),
+                len,
+                max: MAX_TEMP_DIR_BYTES,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn labels_arg(labels: &BTreeMap<String, String>) -> Result<String, NodeError> {
+    let mut parts = Vec::with_capacity(labels.len());
+    for (key, value) in labels {
+        let bad =
+            |s: &str| s.is_empty() || s.contains([',', '=']) || s.contains(char::is_whitespace);
+        if bad(key) || value.contains([',', '=']) || value.contains(char::is_whitespace) {
+            return Err(NodeError::InvalidLabel {
+                key: key.clone(),
+                value: value.clone(),
+            });
+        }
+        parts.push(format!("{key}={value}"));
+    }
+    Ok(parts.join(","))
+}
+
+/// Hands out ports that are free on this machine right now and not handed out before by the
+/// same allocator, so the nodes of several clusters get distinct ports.
+///
+/// Ports come from a range below Linux's ephemeral range (32768+) by default, so they do not
+/// collide with the random ports the OS gives Ray's worker processes and Serve replicas.
+/// A port free now may be taken before Ray binds it; callers retry a node that fails to start.
+#[derive(Debug, Clone)]
+pub struct PortAllocator {
+    range: RangeInclusive<u16>,
+    taken: BTreeSet<u16>,
+    seed: u64,
+}
+
+impl Default for PortAllocator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PortAllocator {
+    /// Default range for allocated ports.
+    pub const DEFAULT_RANGE: RangeInclusive<u16> = 20000..=32000;
+
+    /// An allocator over [`PortAllocator::DEFAULT_RANGE`].
+    pub fn new() -> Self {
+        Self::with_range(Self::DEFAULT_RANGE)
+    }
+
+    /// An allocator over the given range.
+    pub fn with_range(range: RangeInclusive<u16>) -> Self {
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        PortAllocator {
+            range,
+            taken: BTreeSet::new(),
+            seed,
+        }
+    }
+
+    /// Marks ports as in use (e.g. the stored ports of clusters that are not running now).
+    pub fn reserve(&mut self, ports: impl IntoIterator<Item = u16>) {
+        self.taken.extend(ports);
+    }
+
+    /// One free port.
+    pub fn port(&mut self) -> Result<u16, NodeError> {
+        self.block(1)
+    }
+
+    /// The first of `len` consecutive free ports.
+    pub fn block(&mut self, len: u16) -> Result<u16, NodeError> {
+        let (first, last) = (*self.range.start(), *self.range.end());
+        let no_ports = NodeError::NoFreePorts { len, first, last };
+        if len == 0 || last < first || u32::from(last - first) + 1 < u32::from(len) {
+            return Err(no_ports);
+        }
+        let starts = u32::from(last - first) + 2 - u32::from(len);
+        // Walk the possible starts from a random offset, in steps of `len`, then one by one.
+        self.seed = self
+            .seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let offset = ((self.seed >> 33) % u64::from(starts)) as u32;
+        for i in 0..starts {
+            let start = first + ((offset + i) % starts) as u16;
+            let end = start + (len - 1);
+            if (start..=end).any(|p| self.taken.contains(&p)) {
+                continue;
+            }
+            if (start..=end).all(port_is_free) {
+                self.taken.extend(start..=end);
+                return Ok(start);
+            }
+        }
+        Err(no_ports)
+    }
+
+    /// Ports for a head node.
+    pub fn head_ports(&mut self) -> Result<HeadPorts, NodeError> {
+        Ok(HeadPorts {
+            gcs: self.port()?,
+            dashboard: self.port()?,
+            client_server: self.port()?,
+            autoscaler_metrics: self.port()?,
+            dashboard_metrics: self.port()?,
+        })
+    }
+
+    /// Ports for any node, with `worker_ports` ports for its worker processes (at least 1).
+    pub fn node_ports(&mut self, worker_ports: u16) -> Result<NodePorts, NodeError> {
+        let worker_ports = worker_ports.max(1);
+        let min_worker = self.block(worker_ports)?;
+        Ok(NodePorts {
+            node_manager: self.port()?,
+            object_manager: self.port()?,
+            dashboard_agent_listen: self.port()?,
+            dashboard_agent_grpc: self.port()?,
+            runtime_env_agent: self.port()?,
+            metrics_export: self.port()?,
+            min_worker,
+            max_worker: min_worker + (worker_ports - 1),
+        })
+    }
+}
+
+fn port_is_free(port: u16) -> bool {
+    TcpListener::bind(("0.0.0.0", port)).is_ok() && TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// Why a Kubernetes quantity could not be read.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum QuantityError {
+    /// The text is not a quantity (`2`, `500m`, `1.5`, `2Gi`, `5G`, `129e6`, ...).
+    #[error("{what} quantity {value:?} is not valid: {reason}")]
+    Invalid {
+        /// `cpu` or `memory`.
+        what: &'static str,
+        /// The text given.
+        value: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The quantity is too large to use.
+    #[error("{what} quantity {value:?} is too large")]
+    TooLarge {
+        /// `cpu` or `memory`.
+        what: &'static str,
+        /// The text given.
+        value: String,
+    },
+}
+
+/// A parsed quantity as the exact fraction `num / den`.
+struct Ratio {
+    num: u128,
+    den: u128,
+}
+
+fn parse_quantity(what: &'static str, text: &str) -> Result<Ratio, QuantityError> {
+    let invalid = |reason| QuantityError::Invalid {
+        what,
+        value: text.to_string(),
+        reason,
+    };
+    let too_large = || QuantityError::TooLarge {
+        what,
+        value: text.to_string(),
+    };
+    let s = text.trim();
+    let s = s.strip_prefix('+').unwrap_or(s);
+    if s.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if s.starts_with('-') {
+        return Err(invalid("it is negative"));
+    }
+    let number_end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(number_end);
+    let (int_part, frac_part) = number.split_once('.').unwrap_or((number, ""));
+    if int_part.is_empty() && frac_part.is_empty() {
+        return Err(invalid("it has no digits"));
+    }
+    if frac_part.contains('.') {
+        return Err(invalid("it has more than one '.'"));
+    }
+    let mut num: u128 = 0;
+    for digit in int_part.bytes().chain(frac_part.bytes()) {
+        num = num
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u128::from(digit - b'0')))
+            .ok_or_else(too_large)?;
+    }
+    let mut den: u128 = 10u128
+        .checked_pow(frac_part.len() as u32)
+        .ok_or_else(too_large)?;
+
+    let (mul, div): (u128, u128) = match suffix {
+        "" => (1, 1),
+        "n" => (1, 1_000_000_000),
+        "u" => (1, 1_000_000),
+        "m" => (1, 1_000),
+        "k" => (1_000, 1),
+        "M" => (1_000_000, 1),
+        "G" => (1_000_000_000, 1),
+        "T" => (1_000_000_000_000, 1),
+        "P" => (1_000_000_000_000_000, 1),
+        "E" => (1_000_000_000_000_000_000, 1),
+        "Ki" => (1 << 10, 1),
+        "Mi" => (1 << 20, 1),
+        "Gi" => (1 << 30, 1),
+        "Ti" => (1 << 40, 1),
+        "Pi" => (1 << 50, 1),
+        "Ei" => (1 << 60, 1),
+        other => {
+            let exponent = other
+                .strip_prefix(['e', 'E'])
+                .ok_or_else(|| invalid("its unit is unknown"))?;
+            let exponent: i32 = exponent
+                .parse()
+                .map_err(|_| invalid("its exponent is not a whole number"))?;
+            if exponent.unsigned_abs() > 30 {
+                return Err(too_large());
+            }
+            let scale = 10u128.pow(exponent.unsigned_abs());
+            if exponent >= 0 {
+                (scale, 1)
+            } else {
+                (1, scale)
+            }
+        }
+    };
+    num = num.checked_mul(mul).ok_or_else(too_large)?;
+    den = den.checked_mul(div).ok_or_else(too_large)?;
+    Ok(Ratio { num, den })
+}
+
+fn ceil_div(num: u128, den: u128) -> u128 {
+    num.div_ceil(den)
+}
+
+/// Whole CPUs for a Kubernetes cpu quantity, rounded up: `"2"` → 2, `"500m"` → 1,
+/// `"1.5"` → 2, `"0"` → 0.
+pub fn parse_cpu_quantity(text: &str) -> Result<u32, QuantityError> {
+    let q = parse_quantity("cpu", text)?;
+    u32::try_from(ceil_div(q.num, q.den)).map_err(|_| QuantityError::TooLarge {
+        what: "cpu",
+        value: text.to_string(),
+    })
+}
+
+/// Milli-CPUs for a Kubernetes cpu quantity, rounded up: `"2"` → 2000, `"500m"` → 500.
+pub fn parse_cpu_millis(text: &str) -> Result<u64, QuantityError> {
+    let q = parse_quantity("cpu", text)?;
+    let millis = q
+        .num
+        .checked_mul(1000)
+        .ok_or_else(|| QuantityError::TooLarge {
+            what: "cpu",
+            value: text.to_string(),
+        })?;
+    u64::try_from(ceil_div(millis, q.den)).map_err(|_| QuantityError::TooLarge {
+        what: "cpu",
+        value: text.to_string(),
+    })
+}
+
+/// Bytes for a Kubernetes memory quantity, rounded up: `"2Gi"` → 2147483648,
+/// `"5G"` → 5000000000, `"512Mi"`, `"129e6"`, or plain bytes.
+pub fn parse_memory_quantity(text: &str) -> Result<u64, QuantityError> {
+    let q = parse_quantity("memory", text)?;
+    u64::try_from(ceil_div(q.num, q.den)).map_err(|_| QuantityError::TooLarge {
+        what: "memory",
+        value: text.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head_ports() -> HeadPorts {
+        HeadPorts {
+            gcs: 20000,
+            dashboard: 20001,
+            client_server: 20002,
+            autoscaler_metrics: 20010,
+            dashboard_metrics: 20011,
+        }
+    }
+
+    fn node_ports(base: u16) -> NodePorts {
+        NodePorts {
+            node_manager: base + 7,
+            object_manager: base + 8,
+            dashboard_agent_listen: base + 3,
+            dashboard_agent_grpc: base + 4,
+            runtime_env_agent: base + 5,
+            metrics_export: base + 6,
+            min_worker: base + 100,
+            max_worker: base + 199,
+        }
+    }
+
+    fn launch(kind: NodeKind) -> NodeLaunch {
+        NodeLaunch {
+            kind,
+            ray_executable: PathBuf::from("/opt/ray/bin/ray"),
+            temp_dir: PathBuf::from("/tmp/rs-abc/h"),
+            ports: node_ports(20000),
+            ray_start_params: BTreeMap::new(),
+            num_cpus: Some(2),
+            memory_bytes: Some(2 * 1024 * 1024 * 1024),
+            labels: BTreeMap::new(),
+            extra_env: Vec::new(),
+        }
+    }
+
+    fn args(command: &NodeCommand) -> Vec<String> {
+        command
+            .argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn head_command_line() {
+        let command = launch(NodeKind::Head(head_ports())).command().unwrap();
+        assert_eq!(
+            args(&command),
+            [
+                "/opt/ray/bin/ray",
+                "start",
+                "--head",
+                "--port=20000",
+                "--dashboard-port=20001",
+                "--ray-client-server-port=20002",
+                "--block",
+                "--node-manager-port=20007",
+                "--object-manager-port=20008",
+                "--dashboard-agent-listen-port=20003",
+                "--dashboard-agent-grpc-port=20004",
+                "--runtime-env-agent-port=20005",
+                "--metrics-export-port=20006",
+                "--min-worker-port=20100",
+                "--max-worker-port=20199",
+                "--temp-dir=/tmp/rs-abc/h",
+                "--dashboard-host=127.0.0.1",
+                "--disable-usage-stats",
+                "--memory=2147483648",
+                "--num-cpus=2",
+            ]
+        );
+        assert!(command.overridden.is_empty());
+        let env: BTreeMap<_, _> = command.env.iter().cloned().collect();
+        assert_eq!(env["AUTOSCALER_METRIC_PORT"], "20010");
+        assert_eq!(env["DASHBOARD_METRIC_PORT"], "20011");
+        assert_eq!(env["RAY_USAGE_STATS_ENABLED"], "0");
+        assert_eq!(env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"], "0");
+    }
+
+    #[test]
+    fn worker_command_line() {
+        let mut node = launch(NodeKind::Worker {
+            head_gcs_address: "127.0.0.1:20000".into(),
+        });
+        node.ports = node_ports(20010);
+        node.temp_dir = PathBuf::from("/tmp/rs-abc/w0");
+        node.num_cpus = Some(1);
+        node.memory_bytes = None;
+        let command = node.command().unwrap();
+        let argv = args(&command);
+        assert_eq!(
+            &argv[..4],
+            [
+                "/opt/ray/bin/ray",
+                "start",
+                "--address=127.0.0.1:20000",
+                "--block"
+            ]
+        );
+        assert!(argv.contains(&"--num-cpus=1".to_string()));
+        assert!(argv.contains(&"--temp-dir=/tmp/rs-abc/w0".to_string()));
+        assert!(argv.contains(&"--min-worker-port=20110".to_string()));
+        for head_only in [
+            "--head",
+            "--port=",
+            "--dashboard-port=",
+            "--ray-client-server-port=",
+            "--dashboard-host=",
+            "--memory=",
+        ] {
+            assert!(
+                !argv.iter().any(|a| a.starts_with(head_only)),
+                "{head_only} in {argv:?}"
+            );
+        }
+        assert!(
+            !command
+                .env
+                .iter()
+                .any(|(k, _)| k == "AUTOSCALER_METRIC_PORT")
+        );
+    }
+
+    #[test]
+    fn user_params_win_except_owned_keys() {
+        let mut node = launch(NodeKind::Head(head_ports()));
+        node.ray_start_params = BTreeMap::from([
+            ("num-cpus".to_string(), "0".to_string()),
+            ("dashboard-host".to_string(), "0.0.0.0".to_string()),
+            ("port".to_string(), "6379".to_string()),
+            ("--temp_dir".to_string(), "/tmp/ray".to_string()),
+            (
+                "dashboard-agent-listen-port".to_string(),
+                "52365".to_string(),
+            ),
+            ("include-dashboard".to_string(), "false".to_string()),
+            ("object-store-memory".to_string(), "100000000".to_string()),
+            ("no-monitor".to_string(), "true".to_string()),
+            ("ray-debugger-external".to_string(), "false".to_string()),
+            ("log-color".to_string(), "true".to_string()),
+            ("resources".to_string(), r#"{"TPU": 4}"#.to_string()),
+        ]);
+        let command = node.command().unwrap();
+        let argv = args(&command);
+        assert!(argv.contains(&"--num-cpus=0".to_string()));
+        assert!(!argv.contains(&"--num-cpus=2".to_string()));
+        assert!(argv.contains(&"--dashboard-host=0.0.0.0".to_string()));
+        assert!(argv.contains(&"--port=20000".to_string()));
+        assert!(
+            !argv
+                .iter()
+                .any(|a| a == "--port=6379" || a.contains("/tmp/ray") || a.contains("52365"))
+        );
+        assert!(!argv.iter().any(|a| a.starts_with("--include-dashboard")));
+        assert!(argv.contains(&"--object-store-memory=100000000".to_string()));
+        assert!(argv.contains(&"--no-monitor".to_string()));
+        assert!(
+            !argv
+                .iter()
+                .any(|a| a.starts_with("--ray-debugger-external"))
+        );
+        assert!(argv.contains(&"--log-color=true".to_string()));
+        // JSON stays one argument, untouched by any shell.
+        assert!(argv.contains(&r#"--resources={"TPU": 4}"#.to_string()));
+        let mut overridden = command.overridden.clone();
+        overridden.sort();
+        assert_eq!(
+            overridden,
+            [
+                "--temp_dir",
+                "dashboard-agent-listen-port",
+                "include-dashboard",
+                "port"
+            ]
+        );
+    }
+
+    #[test]
+    fn labels_and_env_overrides() {
+        let mut node = launch(NodeKind::Head(head_ports()));
+        node.labels = BTreeMap::from([
+            ("group".to_string(), "headgroup".to_string()),
+            ("zone".to_string(), "a".to_string()),
+        ]);
+        node.extra_env = vec![
+            ("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S".into(), "10".into()),
+            ("FOO".into(), "bar".into()),
+        ];
+        let command = node.command().unwrap();
+        assert!(args(&command).contains(&"--labels=group=headgroup,zone=a".to_string()));
+        let env: BTreeMap<_, _> = command.env.iter().cloned().collect();
+        assert_eq!(env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"], "10");
+        assert_eq!(env["FOO"], "bar");
+
+        node.labels.insert("bad".into(), "a,b".into());
+        assert!(matches!(
+            node.command(),
+            Err(NodeError::InvalidLabel { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        let mut node = launch(NodeKind::Head(head_ports()));
+        node.temp_dir = PathBuf::from("/tmp/a-very-long-directory-name-for-ray-sockets");
+        let err = node.command().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                NodeError::TempDirTooLong {
+                    len: 47,
+                    max: 38,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("/tmp/a-very-long"));
+
+        node.temp_dir = PathBuf::from("tmp/x");
+        assert!(matches!(
+            node.command(),
+            Err(NodeError::TempDirNotAbsolute { .. })
+        ));
+
+        node.temp_dir = PathBuf::from("/tmp/x");
+        node.ray_start_params = BTreeMap::from([("bad key".to_string(), "1".to_string())]);
+        assert!(matches!(
+            node.command(),
+            Err(NodeError::InvalidParamKey { .. })
+        ));
+
+        node.ray_start_params.clear();
+        node.ports.min_worker = 30000;
+        assert!(matches!(
+            node.command(),
+            Err(NodeError::WorkerPortRange { .. })
+        ));
+
+        let worker = launch(NodeKind::Worker {
+            head_gcs_address: String::new(),
+        });
+        assert!(matches!(
+            worker.command(),
+            Err(NodeError::InvalidParamValue { .. })
+        ));
+    }
+
+    #[test]
+    fn display_quotes_what_needs_it() {
+        let mut node = launch(NodeKind::Head(head_ports()));
+        node.ray_start_params =
+            BTreeMap::from([("resources".to_string(), r#"{"a": 1}"#.to_string())]);
+        let line = node.command().unwrap().display();
+        assert!(line.starts_with("/opt/ray/bin/ray start --head --port=20000"));
+        assert!(line.contains(r#"'--resources={"a": 1}'"#));
+    }
+
+    #[test]
+    fn to_command_keeps_arguments_apart() {
+        let command = launch(NodeKind::Head(head_ports()))
+            .command()
+            .unwrap()
+            .to_command();
+        assert_eq!(command.get_program(), "/opt/ray/bin/ray");
+        assert_eq!(command.get_args().next(), Some(OsStr::new("start")));
+        assert!(
+            command
+                .get_envs()
+                .any(|(k, v)| k == "RAY_USAGE_STATS_ENABLED" && v == Some(OsStr::new("0")))
+        );
+    }
+
+    #[test]
+    fn cpu_quantities() {
+        assert_eq!(parse_cpu_quantity("2"), Ok(2));
+        assert_eq!(parse_cpu_quantity("500m"), Ok(1));
+        assert_eq!(parse_cpu_quantity("1500m"), Ok(2));
+        assert_eq!(parse_cpu_quantity("2000m"), Ok(2));
+        assert_eq!(parse_cpu_quantity("1.5"), Ok(2));
+        assert_eq!(parse_cpu_quantity("0"), Ok(0));
+        assert_eq!(parse_cpu_quantity(" 4 "), Ok(4));
+        assert_eq!(parse_cpu_quantity("+1"), Ok(1));
+        assert_eq!(parse_cpu_millis("500m"), Ok(500));
+        assert_eq!(parse_cpu_millis("0.1"), Ok(100));
+        assert_eq!(parse_cpu_millis("2"), Ok(2000));
+        let err = parse_cpu_quantity("two").unwrap_err();
+        assert!(err.to_string().contains("\"two\""), "{err}");
+        assert!(matches!(
+            parse_cpu_quantity("-1"),
+            Err(QuantityError::Invalid {
+                reason: "it is negative",
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_cpu_quantity(""),
+            Err(QuantityError::Invalid { .. })
+        ));
+        assert!(matches!(
+            parse_cpu_quantity("1.2.3"),
+            Err(QuantityError::Invalid { .. })
+        ));
+        assert!(matches!(
+            parse_cpu_quantity("99999999999"),
+            Err(QuantityError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn memory_quantities() {
+        assert_eq!(parse_memory_quantity("2Gi"), Ok(2 * 1024 * 1024 * 1024));
+        assert_eq!(parse_memory_quantity("5G"), Ok(5_000_000_000));
+        assert_eq!(parse_memory_quantity("512Mi"), Ok(512 * 1024 * 1024));
+        assert_eq!(parse_memory_quantity("1.5Gi"), Ok(1_610_612_736));
+        assert_eq!(parse_memory_quantity("128974848"), Ok(128_974_848));
+        assert_eq!(parse_memory_quantity("129e6"), Ok(129_000_000));
+        assert_eq!(parse_memory_quantity("129E6"), Ok(129_000_000));
+        assert_eq!(parse_memory_quantity("123Mi"), Ok(128_974_848));
+        assert_eq!(parse_memory_quantity("100k"), Ok(100_000));
+        assert_eq!(parse_memory_quantity("1Ki"), Ok(1024));
+        assert_eq!(parse_memory_quantity("1E"), Ok(1_000_000_000_000_000_000));
+        assert_eq!(parse_memory_quantity("1500m"), Ok(2));
+        let err = parse_memory_quantity("2GB").unwrap_err();
+        assert!(err.to_string().contains("memory quantity \"2GB\""), "{err}");
+        assert!(matches!(
+            parse_memory_quantity("1e99"),
+            Err(QuantityError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            parse_memory_quantity("20Ei"),
+            Err(QuantityError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            parse_memory_quantity("Gi"),
+            Err(QuantityError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn allocator_hands_out_distinct_free_ports() {
+        let mut ports = PortAllocator::new();
+        let head = ports.head_ports().unwrap();
+        let node = ports.node_ports(50).unwrap();
+        let worker = ports.node_ports(50).unwrap();
+        assert_eq!(node.max_worker - node.min_worker, 49);
+        let mut all = vec![
+            head.gcs,
+            head.dashboard,
+            head.client_server,
+            head.autoscaler_metrics,
+            head.dashboard_metrics,
+        ];
+        for n in [&node, &worker] {
+            all.extend([
+                n.node_manager,
+                n.object_manager,
+                n.dashboard_agent_listen,
+                n.dashboard_agent_grpc,
+                n.runtime_env_agent,
+                n.metrics_export,
+            ]);
+            all.extend(n.min_worker..=n.max_worker);
+        }
+        let distinct: BTreeSet<_> = all.iter().copied().collect();
+        assert_eq!(distinct.len(), all.len());
+        assert!(all.iter().all(|p| PortAllocator::DEFAULT_RANGE.contains(p)));
+    }
+
+    #[test]
+    fn allocator_skips_reserved_and_busy_ports() {
+        let busy = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let busy_port = busy.local_addr().unwrap().port();
+        let mut ports = PortAllocator::with_range(busy_port..=busy_port);
+        assert!(matches!(ports.port(), Err(NodeError::NoFreePorts { .. })));
+        drop(busy);
+
+        let mut ports = PortAllocator::with_range(31000..=31002);
+        ports.reserve([31000, 31002]);
+        if port_is_free(31001) {
+            assert_eq!(ports.port().unwrap(), 31001);
+            assert!(ports.port().is_err());
+        }
+        assert!(PortAllocator::with_range(31000..=31001).block(3).is_err());
+    }
+}
