@@ -244,7 +244,7 @@ const KNOWN_FIELDS: &[&str] = &[
     "gcsFaultToleranceOptions",
 ];
 
-/// A known field that differs from `leaf` only in case or separators.
+/// The known field closest to `leaf` (ignoring case and separators), within two edits.
 fn suggestion(leaf: &str) -> Option<&'static str> {
     let squash = |s: &str| {
         s.chars()
@@ -256,7 +256,28 @@ fn suggestion(leaf: &str) -> Option<&'static str> {
     KNOWN_FIELDS
         .iter()
         .copied()
-        .find(|known: &&str| squash(known) == wanted)
+        .map(|known: &'static str| (edit_distance(&squash(known), &wanted), known))
+        .filter(|(distance, _)| *distance <= 2)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, known)| known)
+}
+
+/// Levenshtein distance between two short strings.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let current = row[j + 1];
+            row[j + 1] = (previous + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(current + 1);
+            previous = current;
+        }
+    }
+    row[b.len()]
 }
 
 #[cfg(test)]

@@ -144,26 +144,26 @@ impl ServeConfig {
                     "name the module and the application variable, e.g. `fruit.deployment_graph`",
                 ));
             }
-            if let Some(prefix) = &app.route_prefix {
-                if !prefix.starts_with('/') || (prefix.len() > 1 && prefix.ends_with('/')) {
-                    return Err(FieldError::new(
-                        &format!("{at}.route_prefix"),
-                        &format!("`{prefix}` must start with `/` and must not end with `/`"),
-                        "write it like `/fruit`",
-                    ));
-                }
+            if let Some(prefix) = &app.route_prefix
+                && (!prefix.starts_with('/') || (prefix.len() > 1 && prefix.ends_with('/')))
+            {
+                return Err(FieldError::new(
+                    &format!("{at}.route_prefix"),
+                    &format!("`{prefix}` must start with `/` and must not end with `/`"),
+                    "write it like `/fruit`",
+                ));
             }
-            if let Some(prefix) = app.effective_route_prefix() {
-                if !prefixes.insert(prefix) {
-                    return Err(FieldError::new(
-                        &format!("{at}.route_prefix"),
-                        &format!(
-                            "route prefix `{prefix}` of application `{}` is used by another application",
-                            app.name
-                        ),
-                        "give every application its own route_prefix",
-                    ));
-                }
+            if let Some(prefix) = app.effective_route_prefix()
+                && !prefixes.insert(prefix)
+            {
+                return Err(FieldError::new(
+                    &format!("{at}.route_prefix"),
+                    &format!(
+                        "route prefix `{prefix}` of application `{}` is used by another application",
+                        app.name
+                    ),
+                    "give every application its own route_prefix",
+                ));
             }
             let mut deployment_names = BTreeSet::new();
             for (d_index, deployment) in app.deployments.iter().enumerate() {

@@ -262,7 +262,11 @@ pub struct RayClusterStatus {
     #[serde(default)]
     pub ready_worker_replicas: i32,
     /// CPUs the whole cluster asks for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "desiredCPU",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub desired_cpu: Option<String>,
     /// Memory the whole cluster asks for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -292,10 +296,10 @@ pub struct RayClusterStatus {
 #[serde(rename_all = "camelCase")]
 pub struct HeadInfo {
     /// IP of the head pod (127.0.0.1 locally).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, rename = "podIP", skip_serializing_if = "Option::is_none")]
     pub pod_ip: Option<String>,
     /// IP of the head service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, rename = "serviceIP", skip_serializing_if = "Option::is_none")]
     pub service_ip: Option<String>,
     /// Name of the head pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -123,14 +123,14 @@ pub fn cluster_spec(spec: &RayClusterSpec) -> Result<(), FieldError> {
                 ));
             }
         }
-        if let (Some(min), Some(max)) = (group.min_replicas, group.max_replicas) {
-            if min > max {
-                return Err(FieldError::new(
-                    &format!("{at}.minReplicas"),
-                    &format!("minReplicas {min} is above maxReplicas {max}"),
-                    "make minReplicas <= maxReplicas",
-                ));
-            }
+        if let (Some(min), Some(max)) = (group.min_replicas, group.max_replicas)
+            && min > max
+        {
+            return Err(FieldError::new(
+                &format!("{at}.minReplicas"),
+                &format!("minReplicas {min} is above maxReplicas {max}"),
+                "make minReplicas <= maxReplicas",
+            ));
         }
         has_a_container(&group.template).map_err(|e| e.within(&at))?;
     }

@@ -1,0 +1,761 @@
+//! Local Ray clusters: a head process and worker processes per worker group, each in its own
+//! process group, with ports and a temp dir of their own so that clusters run side by side.
+//! Nodes are supervised like pods: one that exits is started again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use rayservice_api::{RayClusterSpec, WorkerGroupSpec};
+use rayservice_core::EventKind;
+use rayservice_ray::install::RayRuntime;
+use rayservice_ray::node::{HeadPorts, NodeKind, NodeLaunch, NodePorts, PortAllocator};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::controller::{Controller, now};
+use crate::process;
+use crate::settings::Settings;
+use crate::store::NodeRecord;
+
+/// Why a cluster could not be planned or a node started.
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    /// No free port was found.
+    #[error("no free ports on this machine: {0}")]
+    NoPort(String),
+    /// The temp dir could not be made.
+    #[error("cannot create Ray temp dir {path}: {source}")]
+    TempDir {
+        /// The directory.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Ports and directories of one cluster, chosen when it is created and stored with it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterLayout {
+    /// GCS port of the head.
+    pub gcs_port: u16,
+    /// Dashboard port (also Serve's REST API).
+    pub dashboard_port: u16,
+    /// Ray client server port.
+    pub client_port: u16,
+    /// Port of the cluster's own Serve proxy (on the head).
+    pub serve_port: u16,
+    /// Autoscaler metrics port of the head (Ray fixes it otherwise).
+    pub autoscaler_metrics_port: u16,
+    /// Dashboard metrics port of the head (Ray fixes it otherwise).
+    pub dashboard_metrics_port: u16,
+    /// Base of the nodes' Ray temp dirs (short: Unix socket paths live under it).
+    pub temp_dir: PathBuf,
+}
+
+impl ClusterLayout {
+    /// Named ports, as a RayCluster's `status.endpoints` lists them.
+    pub fn endpoints(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("client".to_string(), self.client_port.to_string()),
+            ("dashboard".to_string(), self.dashboard_port.to_string()),
+            ("gcs-server".to_string(), self.gcs_port.to_string()),
+            ("serve".to_string(), self.serve_port.to_string()),
+        ])
+    }
+
+    /// Every cluster-level port.
+    pub fn ports(&self) -> Vec<u16> {
+        vec![
+            self.gcs_port,
+            self.dashboard_port,
+            self.client_port,
+            self.serve_port,
+            self.autoscaler_metrics_port,
+            self.dashboard_metrics_port,
+        ]
+    }
+
+    /// The head's ports in the form the command builder takes.
+    pub fn head_ports(&self) -> HeadPorts {
+        HeadPorts {
+            gcs: self.gcs_port,
+            dashboard: self.dashboard_port,
+            client_server: self.client_port,
+            autoscaler_metrics: self.autoscaler_metrics_port,
+            dashboard_metrics: self.dashboard_metrics_port,
+        }
+    }
+}
+
+/// A node's own ports, stored with it so a restarted node keeps them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredNodePorts {
+    /// Raylet node manager.
+    pub node_manager: u16,
+    /// Object manager.
+    pub object_manager: u16,
+    /// Dashboard agent HTTP.
+    pub dashboard_agent_listen: u16,
+    /// Dashboard agent gRPC.
+    pub dashboard_agent_grpc: u16,
+    /// Runtime env agent.
+    pub runtime_env_agent: u16,
+    /// Metrics export.
+    pub metrics_export: u16,
+    /// Lowest worker port.
+    pub min_worker: u16,
+    /// Highest worker port.
+    pub max_worker: u16,
+}
+
+impl From<NodePorts> for StoredNodePorts {
+    fn from(p: NodePorts) -> Self {
+        StoredNodePorts {
+            node_manager: p.node_manager,
+            object_manager: p.object_manager,
+            dashboard_agent_listen: p.dashboard_agent_listen,
+            dashboard_agent_grpc: p.dashboard_agent_grpc,
+            runtime_env_agent: p.runtime_env_agent,
+            metrics_export: p.metrics_export,
+            min_worker: p.min_worker,
+            max_worker: p.max_worker,
+        }
+    }
+}
+
+impl From<StoredNodePorts> for NodePorts {
+    fn from(p: StoredNodePorts) -> Self {
+        NodePorts {
+            node_manager: p.node_manager,
+            object_manager: p.object_manager,
+            dashboard_agent_listen: p.dashboard_agent_listen,
+            dashboard_agent_grpc: p.dashboard_agent_grpc,
+            runtime_env_agent: p.runtime_env_agent,
+            metrics_export: p.metrics_export,
+            min_worker: p.min_worker,
+            max_worker: p.max_worker,
+        }
+    }
+}
+
+impl StoredNodePorts {
+    fn all(&self) -> Vec<u16> {
+        let mut ports = vec![
+            self.node_manager,
+            self.object_manager,
+            self.dashboard_agent_listen,
+            self.dashboard_agent_grpc,
+            self.runtime_env_agent,
+            self.metrics_export,
+        ];
+        ports.extend(self.min_worker..=self.max_worker);
+        ports
+    }
+}
+
+/// Worker processes per node: Serve replicas, the controller and proxy each take one port.
+const WORKER_PORTS_PER_NODE: u16 = 100;
+
+/// What the nodes of a cluster are doing.
+#[derive(Debug, Clone, Default)]
+pub struct NodesState {
+    /// The head process runs.
+    pub head_running: bool,
+    /// Workers wanted by the spec.
+    pub workers_desired: i32,
+    /// Worker processes running.
+    pub workers_running: i32,
+    /// Why a node is not running, when one failed.
+    pub failure: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct NodeRuntime {
+    node_type: String,
+    running: bool,
+    pid: Option<i32>,
+    failure: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct ClusterRuntime {
+    stopping: bool,
+    head_ready: bool,
+    nodes: BTreeMap<String, NodeRuntime>,
+}
+
+/// Every local cluster's node processes.
+pub struct Clusters {
+    settings: Settings,
+    runtime: tokio::sync::OnceCell<RayRuntime>,
+    state: Mutex<HashMap<String, ClusterRuntime>>,
+    ports: Mutex<PortAllocator>,
+}
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// CPU count from a container's cpu limit (rounded up), else its request.
+fn container_resources(
+    template: &k8s_openapi::api::core::v1::PodTemplateSpec,
+) -> (Option<String>, Option<String>) {
+    let Some(container) = template.spec.as_ref().and_then(|s| s.containers.first()) else {
+        return (None, None);
+    };
+    let resources = container.resources.as_ref();
+    let pick = |key: &str| {
+        resources
+            .and_then(|r| {
+                r.limits
+                    .as_ref()
+                    .and_then(|l| l.get(key))
+                    .or_else(|| r.requests.as_ref().and_then(|q| q.get(key)))
+            })
+            .map(|q| q.0.clone())
+    };
+    (pick("cpu"), pick("memory"))
+}
+
+impl Clusters {
+    /// No clusters yet; Ray is found (or installed) on first use.
+    pub fn new(settings: Settings) -> Clusters {
+        Clusters {
+            settings,
+            runtime: tokio::sync::OnceCell::new(),
+            state: Mutex::new(HashMap::new()),
+            ports: Mutex::new(PortAllocator::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ClusterRuntime>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The Ray installation, found or installed once.
+    pub async fn ray(&self) -> Result<RayRuntime, String> {
+        let settings = self.settings.clone();
+        self.runtime
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || crate::ray_runtime(&settings, &mut |_| {}))
+                    .await
+                    .map_err(|e| e.to_string())?
+            })
+            .await
+            .cloned()
+    }
+
+    /// Marks ports of stored clusters and nodes as taken (after a restart).
+    pub fn reserve_ports(&self, ports: impl IntoIterator<Item = u16>) {
+        self.ports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reserve(ports);
+    }
+
+    /// Ports of a new node.
+    pub fn allocate_node_ports(&self) -> Result<StoredNodePorts, ClusterError> {
+        let mut allocator = self.ports.lock().unwrap_or_else(|p| p.into_inner());
+        allocator
+            .node_ports(WORKER_PORTS_PER_NODE)
+            .map(StoredNodePorts::from)
+            .map_err(|e| ClusterError::NoPort(e.to_string()))
+    }
+
+    /// Chooses ports and a temp dir for a new cluster.
+    pub fn plan(&self, _name: &str) -> Result<ClusterLayout, ClusterError> {
+        let base = std::env::temp_dir().join(format!("rsvc-{}", nix::unistd::getuid()));
+        std::fs::create_dir_all(&base).map_err(|source| ClusterError::TempDir {
+            path: base.display().to_string(),
+            source,
+        })?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700));
+        }
+        let temp_dir = base.join(format!("{}{}", random_suffix(), random_suffix()));
+        let mut allocator = self.ports.lock().unwrap_or_else(|p| p.into_inner());
+        let no_port = |e: rayservice_ray::node::NodeError| ClusterError::NoPort(e.to_string());
+        let head = allocator.head_ports().map_err(no_port)?;
+        let serve_port = allocator.port().map_err(no_port)?;
+        Ok(ClusterLayout {
+            gcs_port: head.gcs,
+            dashboard_port: head.dashboard,
+            client_port: head.client_server,
+            serve_port,
+            autoscaler_metrics_port: head.autoscaler_metrics,
+            dashboard_metrics_port: head.dashboard_metrics,
+            temp_dir,
+        })
+    }
+
+    /// Starts a new cluster in the background: the head, then the workers once the head's GCS answers.
+    pub fn start(
+        &self,
+        controller: Arc<Controller>,
+        name: &str,
+        service: &str,
+        spec: &RayClusterSpec,
+        layout: &ClusterLayout,
+    ) {
+        self.lock().entry(name.to_string()).or_default();
+        let head_name = format!("{name}-head-{}", random_suffix());
+        let node = NodeRecord {
+            name: head_name,
+            cluster: name.to_string(),
+            node_type: "head".into(),
+            group: "headgroup".into(),
+            pid: None,
+            started_at: now().as_second(),
+            restarts: 0,
+            log_path: String::new(),
+            ports: serde_json::Value::Null,
+        };
+        supervise(controller.clone(), node, None);
+        let name = name.to_string();
+        let service = service.to_string();
+        let spec = spec.clone();
+        let layout = layout.clone();
+        tokio::spawn(async move {
+            let gcs = SocketAddr::from(([127, 0, 0, 1], layout.gcs_port));
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            while TcpStream::connect_timeout(&gcs, Duration::from_millis(200)).is_err() {
+                if tokio::time::Instant::now() > deadline || controller.clusters.is_stopping(&name)
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            controller.clusters.start_missing_workers(
+                controller.clone(),
+                &name,
+                &service,
+                &spec,
+                &layout,
+            );
+        });
+    }
+
+    /// Starts the workers a spec wants that are not there yet (new cluster, or appended groups).
+    pub fn start_missing_workers(
+        &self,
+        controller: Arc<Controller>,
+        name: &str,
+        _service: &str,
+        spec: &RayClusterSpec,
+        _layout: &ClusterLayout,
+    ) {
+        let existing: Vec<(String, String)> = controller
+            .with_store(|s| s.nodes(Some(name)))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| (n.group, n.name))
+            .collect();
+        for group in &spec.worker_group_specs {
+            let have = existing
+                .iter()
+                .filter(|(g, _)| *g == group.group_name)
+                .count() as i32;
+            for _ in have..group.desired_replicas() {
+                let node = NodeRecord {
+                    name: format!("{name}-worker-{}-{}", group.group_name, random_suffix()),
+                    cluster: name.to_string(),
+                    node_type: "worker".into(),
+                    group: group.group_name.clone(),
+                    pid: None,
+                    started_at: now().as_second(),
+                    restarts: 0,
+                    log_path: String::new(),
+                    ports: serde_json::Value::Null,
+                };
+                supervise(controller.clone(), node, None);
+            }
+        }
+    }
+
+    /// Takes over the nodes of a cluster started by an earlier server process.
+    pub fn adopt(
+        &self,
+        controller: Arc<Controller>,
+        nodes: Vec<NodeRecord>,
+        layout: &ClusterLayout,
+    ) {
+        self.reserve_ports(layout.ports());
+        for node in &nodes {
+            if let Ok(ports) = serde_json::from_value::<StoredNodePorts>(node.ports.clone()) {
+                self.reserve_ports(ports.all());
+            }
+        }
+        for node in nodes {
+            let marker = layout.temp_dir.display().to_string();
+            let alive = node.pid.is_some_and(|pid| {
+                process::alive(pid)
+                    && (node.node_type != "head"
+                        || process::runs_with(pid, &marker)
+                        || process::runs_with(pid, &format!("{}", layout.gcs_port)))
+            });
+            {
+                let mut state = self.lock();
+                let cluster = state.entry(node.cluster.clone()).or_default();
+                if alive && node.node_type == "head" {
+                    cluster.head_ready = true;
+                }
+            }
+            supervise(controller.clone(), node, alive.then_some(()));
+        }
+    }
+
+    fn is_stopping(&self, name: &str) -> bool {
+        self.lock().get(name).is_none_or(|c| c.stopping)
+    }
+
+    /// What the nodes of a cluster do now.
+    pub fn observe_nodes(&self, name: &str, spec: &RayClusterSpec) -> NodesState {
+        let state = self.lock();
+        let workers_desired = spec
+            .worker_group_specs
+            .iter()
+            .map(WorkerGroupSpec::desired_replicas)
+            .sum();
+        let Some(cluster) = state.get(name) else {
+            return NodesState {
+                workers_desired,
+                failure: Some("no node processes (cluster not started)".into()),
+                ..Default::default()
+            };
+        };
+        let head = cluster.nodes.values().find(|n| n.node_type == "head");
+        NodesState {
+            head_running: head.is_some_and(|h| h.running),
+            workers_desired,
+            workers_running: cluster
+                .nodes
+                .values()
+                .filter(|n| n.node_type == "worker" && n.running)
+                .count() as i32,
+            failure: cluster
+                .nodes
+                .values()
+                .find_map(|n| (!n.running).then(|| n.failure.clone()).flatten()),
+        }
+    }
+
+    /// Whether the head's dashboard answered since the head started.
+    pub fn head_was_ready(&self, name: &str) -> bool {
+        self.lock().get(name).is_some_and(|c| c.head_ready)
+    }
+
+    /// Remembers that the head's dashboard answered.
+    pub fn mark_head_ready(&self, name: &str) {
+        if let Some(cluster) = self.lock().get_mut(name) {
+            cluster.head_ready = true;
+        }
+    }
+
+    /// Name of the head node of a cluster.
+    pub fn head_pod_name(&self, name: &str) -> Option<String> {
+        self.lock()
+            .get(name)?
+            .nodes
+            .iter()
+            .find(|(_, n)| n.node_type == "head")
+            .map(|(k, _)| k.clone())
+    }
+
+    /// Whether a node runs now, and its pid.
+    pub fn node_state(&self, cluster: &str, node: &str) -> (bool, Option<i32>) {
+        self.lock()
+            .get(cluster)
+            .and_then(|c| c.nodes.get(node))
+            .map(|n| (n.running, n.pid))
+            .unwrap_or((false, None))
+    }
+
+    /// Stops every node of a cluster (workers first, then the head) and removes its temp dir.
+    pub async fn stop(&self, name: &str, temp_dir: Option<&std::path::Path>) {
+        let pids: Vec<(String, i32)> = {
+            let mut state = self.lock();
+            let cluster = state.entry(name.to_string()).or_default();
+            cluster.stopping = true;
+            let mut pids: Vec<(String, i32)> = cluster
+                .nodes
+                .values()
+                .filter_map(|n| n.pid.map(|p| (n.node_type.clone(), p)))
+                .collect();
+            pids.sort_by_key(|(kind, _)| kind == "head");
+            pids
+        };
+        let workers: Vec<i32> = pids
+            .iter()
+            .filter(|(k, _)| k == "worker")
+            .map(|(_, p)| *p)
+            .collect();
+        futures_join(
+            workers
+                .into_iter()
+                .map(|pid| process::stop_group(pid, Duration::from_secs(10))),
+        )
+        .await;
+        for (_, pid) in pids.iter().filter(|(k, _)| k == "head") {
+            process::stop_group(*pid, Duration::from_secs(10)).await;
+        }
+        if let Some(dir) = temp_dir {
+            let stragglers = process::kill_by_marker(&dir.display().to_string());
+            if stragglers > 0 {
+                tracing::info!(
+                    cluster = name,
+                    stragglers,
+                    "killed Ray processes left outside their node's process group"
+                );
+            }
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        self.lock().remove(name);
+    }
+
+    fn set_node(
+        &self,
+        cluster: &str,
+        node: &str,
+        node_type: &str,
+        running: bool,
+        pid: Option<i32>,
+        failure: Option<String>,
+    ) {
+        let mut state = self.lock();
+        let entry = state.entry(cluster.to_string()).or_default();
+        if node_type == "head" && !running {
+            entry.head_ready = false;
+        }
+        entry.nodes.insert(
+            node.to_string(),
+            NodeRuntime {
+                node_type: node_type.to_string(),
+                running,
+                pid,
+                failure,
+            },
+        );
+    }
+}
+
+async fn futures_join<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
+    let handles: Vec<_> = futures.map(|f| Box::pin(f)).collect();
+    for handle in handles {
+        handle.await;
+    }
+}
+
+/// Keeps one node running until its cluster stops, like a pod's restart policy `Always`.
+/// `adopted` is set when the process already runs (started by an earlier server).
+fn supervise(controller: Arc<Controller>, mut node: NodeRecord, adopted: Option<()>) {
+    tokio::spawn(async move {
+        let clusters = &controller.clusters;
+        let mut first = adopted.is_none();
+        let mut backoff = Duration::from_secs(1);
+        if adopted.is_some() {
+            clusters.set_node(
+                &node.cluster,
+                &node.name,
+                &node.node_type,
+                true,
+                node.pid,
+                None,
+            );
+            if let Some(pid) = node.pid {
+                while process::alive(pid) && !clusters.is_stopping(&node.cluster) {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+            if clusters.is_stopping(&node.cluster) {
+                return;
+            }
+            clusters.set_node(
+                &node.cluster,
+                &node.name,
+                &node.node_type,
+                false,
+                None,
+                Some(format!("{} {} exited", node.node_type, node.name)),
+            );
+            controller.wake_cluster_owner(&node.cluster);
+        }
+        loop {
+            if clusters.is_stopping(&node.cluster) {
+                return;
+            }
+            if !first {
+                node.restarts += 1;
+                let _ = controller.record_event(
+                    "RayCluster",
+                    &node.cluster,
+                    EventKind::Warning,
+                    "NodeRestarted",
+                    &format!(
+                        "{} node {} exited; starting it again (restart {})",
+                        node.node_type, node.name, node.restarts
+                    ),
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                if clusters.is_stopping(&node.cluster) {
+                    return;
+                }
+            }
+            first = false;
+            let mut child = match start_node(&controller, &mut node).await {
+                Ok(child) => child,
+                Err(why) => {
+                    clusters.set_node(
+                        &node.cluster,
+                        &node.name,
+                        &node.node_type,
+                        false,
+                        None,
+                        Some(why.clone()),
+                    );
+                    let _ = controller.record_event(
+                        "RayCluster",
+                        &node.cluster,
+                        EventKind::Warning,
+                        "NodeFailed",
+                        &why,
+                    );
+                    controller.wake_cluster_owner(&node.cluster);
+                    continue;
+                }
+            };
+            clusters.set_node(
+                &node.cluster,
+                &node.name,
+                &node.node_type,
+                true,
+                node.pid,
+                None,
+            );
+            controller.wake_cluster_owner(&node.cluster);
+            let status = child.wait().await;
+            if clusters.is_stopping(&node.cluster) {
+                return;
+            }
+            let why = format!(
+                "{} node {} exited ({}); see {}",
+                node.node_type,
+                node.name,
+                status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|e| e.to_string()),
+                node.log_path
+            );
+            clusters.set_node(
+                &node.cluster,
+                &node.name,
+                &node.node_type,
+                false,
+                None,
+                Some(why),
+            );
+            controller.wake_cluster_owner(&node.cluster);
+        }
+    });
+}
+
+/// Starts one node process and records it.
+async fn start_node(
+    controller: &Arc<Controller>,
+    node: &mut NodeRecord,
+) -> Result<tokio::process::Child, String> {
+    let ray = controller.clusters.ray().await?;
+    let Some(record) = controller
+        .with_store(|s| {
+            Ok(s.clusters(None)?
+                .into_iter()
+                .find(|c| c.name == node.cluster))
+        })
+        .map_err(|e| e.to_string())?
+    else {
+        return Err(format!("cluster {} is gone", node.cluster));
+    };
+    let layout: ClusterLayout = serde_json::from_value(record.layout).map_err(|e| e.to_string())?;
+    let spec: RayClusterSpec = serde_json::from_value(record.spec).map_err(|e| e.to_string())?;
+    let (params, template) = if node.node_type == "head" {
+        (
+            spec.head_group_spec.ray_start_params.clone(),
+            spec.head_group_spec.template.clone(),
+        )
+    } else {
+        let group = spec
+            .worker_group_specs
+            .iter()
+            .find(|g| g.group_name == node.group)
+            .ok_or_else(|| format!("worker group {} is gone", node.group))?;
+        (group.ray_start_params.clone(), group.template.clone())
+    };
+    let (cpu, memory) = container_resources(&template);
+    let log_dir = controller.settings.logs_dir().join(&node.cluster);
+    std::fs::create_dir_all(&log_dir)
+        .map_err(|e| format!("cannot create {}: {e}", log_dir.display()))?;
+    let log = log_dir.join(format!("{}.log", node.name));
+    let ports = match serde_json::from_value::<StoredNodePorts>(node.ports.clone()) {
+        Ok(ports) => ports,
+        Err(_) => controller
+            .clusters
+            .allocate_node_ports()
+            .map_err(|e| e.to_string())?,
+    };
+    let kind = if node.node_type == "head" {
+        NodeKind::Head(layout.head_ports())
+    } else {
+        NodeKind::Worker {
+            head_gcs_address: format!("127.0.0.1:{}", layout.gcs_port),
+        }
+    };
+    let node_dir = layout.temp_dir.join(if node.node_type == "head" {
+        "h".to_string()
+    } else {
+        node.name.rsplit('-').next().unwrap_or("w").to_string()
+    });
+    std::fs::create_dir_all(&node_dir)
+        .map_err(|e| format!("cannot create {}: {e}", node_dir.display()))?;
+    let launch = NodeLaunch {
+        kind,
+        ray_executable: ray.ray.clone(),
+        temp_dir: node_dir,
+        ports: ports.clone().into(),
+        ray_start_params: params,
+        num_cpus: cpu
+            .as_deref()
+            .map(rayservice_ray::node::parse_cpu_quantity)
+            .transpose()
+            .map_err(|e| format!("node {}: {e}", node.name))?,
+        memory_bytes: memory
+            .as_deref()
+            .map(rayservice_ray::node::parse_memory_quantity)
+            .transpose()
+            .map_err(|e| format!("node {}: {e}", node.name))?,
+        labels: BTreeMap::new(),
+        extra_env: Vec::new(),
+    };
+    let command = launch
+        .command()
+        .map_err(|e| format!("node {}: {e}", node.name))?;
+    tracing::info!(node = %node.name, command = %command.display(), "starting Ray node");
+    node.ports = serde_json::to_value(&ports).unwrap_or_default();
+    let child = process::spawn(&command.argv, &command.env, &log).map_err(|e| e.to_string())?;
+    node.pid = child.id().map(|p| p as i32);
+    node.started_at = now().as_second();
+    node.log_path = log.display().to_string();
+    controller
+        .with_store(|s| s.put_node(node))
+        .map_err(|e| e.to_string())?;
+    Ok(child)
+}

@@ -1,0 +1,671 @@
+//! The local RayService controller: observe the clusters, ask the core, carry out its actions.
+//! It decides nothing itself.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use rand::Rng;
+use rayservice_api::{RayService, RayServiceSpec, RayServiceStatus, ServeConfig};
+use rayservice_core::{
+    Action, Decision, Desired, EventKind, NodesObservation, Observed, ObservedApp, ObservedCluster,
+    ServeObservation,
+};
+use rayservice_proxy::{FrontEndpoint, RouteTable, ServiceRoute};
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use crate::cluster::{ClusterLayout, Clusters};
+use crate::settings::Settings;
+use crate::store::{ClusterRecord, EventRecord, ServiceRecord, Store, StoreError};
+
+/// Shared state of the local control plane.
+pub struct Controller {
+    /// Settings in force.
+    pub settings: Settings,
+    /// The database; every access is short.
+    pub store: Mutex<Store>,
+    /// Node processes.
+    pub clusters: Clusters,
+    /// Front endpoint for Serve.
+    pub serve_front: FrontEndpoint,
+    /// Front endpoint for the dashboard.
+    pub dashboard_front: FrontEndpoint,
+    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    unreachable_since: Mutex<HashMap<String, Timestamp>>,
+    http: reqwest::Client,
+}
+
+/// Now, from the system clock.
+pub fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+fn fresh_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+impl Controller {
+    /// A controller over an opened store and bound endpoints.
+    pub fn new(
+        settings: Settings,
+        store: Store,
+        clusters: Clusters,
+        serve_front: FrontEndpoint,
+        dashboard_front: FrontEndpoint,
+    ) -> Arc<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(1))
+            .no_proxy()
+            .build()
+            .unwrap_or_default();
+        Arc::new(Controller {
+            settings,
+            store: Mutex::new(store),
+            clusters,
+            serve_front,
+            dashboard_front,
+            wakers: Mutex::new(HashMap::new()),
+            unreachable_since: Mutex::new(HashMap::new()),
+            http,
+        })
+    }
+
+    /// Runs `f` with the store.
+    pub fn with_store<T>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let guard = self
+            .store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&guard)
+    }
+
+    /// Wakes the reconcile loop of `service`, starting one if none runs.
+    pub fn wake(self: &Arc<Self>, service: &str) {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(notify) = wakers.get(service) {
+            notify.notify_one();
+            return;
+        }
+        let notify = Arc::new(Notify::new());
+        wakers.insert(service.to_string(), notify.clone());
+        let controller = self.clone();
+        let name = service.to_string();
+        tokio::spawn(async move { controller.run_service(name, notify).await });
+    }
+
+    /// Wakes every service whose cluster is `cluster` (a node process changed).
+    pub fn wake_cluster_owner(self: &Arc<Self>, cluster: &str) {
+        let owner = self.with_store(|s| {
+            Ok(s.clusters(None)?
+                .into_iter()
+                .find(|c| c.name == cluster)
+                .map(|c| c.service))
+        });
+        if let Ok(Some(service)) = owner {
+            self.wake(&service);
+        }
+    }
+
+    async fn run_service(self: Arc<Self>, name: String, notify: Arc<Notify>) {
+        loop {
+            let requeue = match self.reconcile(&name).await {
+                Ok(Some(requeue)) => requeue,
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(service = %name, %error, "reconcile failed");
+                    Duration::from_secs(2)
+                }
+            };
+            tokio::select! {
+                _ = notify.notified() => {}
+                _ = tokio::time::sleep(requeue) => {}
+            }
+        }
+        self.wakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&name);
+        self.refresh_routes();
+    }
+
+    /// One reconcile of one RayService; `None` once it is gone.
+    async fn reconcile(self: &Arc<Self>, name: &str) -> Result<Option<Duration>, ControllerError> {
+        let Some(record) = self.with_store(|s| s.service(name))? else {
+            return Ok(None);
+        };
+        if record.deleting {
+            self.delete_everything_of(name).await?;
+            return Ok(None);
+        }
+        let object: RayService =
+            serde_json::from_value(record.object.clone()).map_err(ControllerError::decode)?;
+        let spec: RayServiceSpec = serde_json::from_value(record.resolved_spec.clone())
+            .map_err(ControllerError::decode)?;
+        let status: RayServiceStatus =
+            serde_json::from_value(record.status.clone()).unwrap_or_default();
+        let generation = object.metadata.generation.unwrap_or(1);
+
+        let cluster_records = self.with_store(|s| s.clusters(Some(name)))?;
+        let mut clusters = Vec::new();
+        for cluster in &cluster_records {
+            clusters.push(self.observe(cluster).await);
+        }
+        let observed = Observed {
+            now: now(),
+            status,
+            clusters,
+            fresh_suffix: fresh_suffix(),
+        };
+        let desired = Desired {
+            name,
+            generation,
+            spec: &spec,
+        };
+        let Decision {
+            actions,
+            mut status,
+            requeue_after,
+        } = rayservice_core::reconcile(&desired, &observed);
+
+        for action in actions {
+            self.carry_out(name, &spec, action).await?;
+        }
+        self.fill_cluster_details(&mut status);
+        let status_json = serde_json::to_value(&status).map_err(ControllerError::decode)?;
+        if status_json != record.status {
+            // A delete may have been asked while this reconcile ran: write the status only.
+            self.with_store(|s| s.put_service_status(name, &status_json))?;
+        }
+        self.refresh_routes();
+        Ok(Some(requeue_after))
+    }
+
+    /// What one cluster looks like right now.
+    async fn observe(&self, record: &ClusterRecord) -> ObservedCluster {
+        let spec = serde_json::from_value(record.spec.clone()).unwrap_or_default();
+        let layout: Option<ClusterLayout> = serde_json::from_value(record.layout.clone()).ok();
+        let nodes = self.clusters.observe_nodes(&record.name, &spec);
+        let was_ready = self.clusters.head_was_ready(&record.name);
+        let serve = match &layout {
+            Some(layout) if nodes.head_running || was_ready => {
+                self.observe_serve(&record.name, layout).await
+            }
+            _ => ServeObservation::Unknown,
+        };
+        if matches!(serve, ServeObservation::Reachable { .. }) {
+            self.clusters.mark_head_ready(&record.name);
+        }
+        let was_ready = self.clusters.head_was_ready(&record.name);
+        // Before the dashboard first answered, a refused connection only means "still starting".
+        let serve = match serve {
+            ServeObservation::Unreachable { .. } if !was_ready => ServeObservation::Unknown,
+            other => other,
+        };
+        let head_ready = nodes.head_running && was_ready;
+        ObservedCluster {
+            name: record.name.clone(),
+            spec,
+            spec_hash: record.spec_hash.clone(),
+            created_at: Timestamp::from_second(record.created_at).unwrap_or_else(|_| now()),
+            delete_at: record
+                .delete_at
+                .and_then(|t| Timestamp::from_second(t).ok()),
+            nodes: NodesObservation {
+                head_ready,
+                workers_desired: nodes.workers_desired,
+                workers_running: nodes.workers_running,
+                failure: nodes.failure,
+            },
+            serve,
+            submitted_config_hash: record.submitted_config_hash.clone(),
+            rejected_config: record.rejected_config.clone(),
+        }
+    }
+
+    async fn observe_serve(&self, cluster: &str, layout: &ClusterLayout) -> ServeObservation {
+        let dashboard = rayservice_ray::dashboard::DashboardClient::with_client(
+            self.http.clone(),
+            layout.dashboard_port,
+        );
+        match dashboard.get_serve_applications().await {
+            Ok(details) => {
+                self.unreachable_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(cluster);
+                let applications = details
+                    .applications
+                    .iter()
+                    .map(|(app_name, app)| ObservedApp {
+                        name: app_name.clone(),
+                        status: app.status.to_string(),
+                        message: app.message.clone(),
+                        deployments: app
+                            .deployments
+                            .iter()
+                            .map(|(d_name, d)| {
+                                (d_name.clone(), d.status.to_string(), d.message.clone())
+                            })
+                            .collect(),
+                    })
+                    .collect();
+                let serve_up = dashboard.serve_healthz(layout.serve_port).await;
+                ServeObservation::Reachable {
+                    applications,
+                    serve_endpoints: i32::from(serve_up),
+                }
+            }
+            Err(error) => {
+                let since = *self
+                    .unreachable_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(cluster.to_string())
+                    .or_insert_with(now);
+                ServeObservation::Unreachable {
+                    since,
+                    error: error.to_string(),
+                }
+            }
+        }
+    }
+
+    async fn carry_out(
+        self: &Arc<Self>,
+        service: &str,
+        spec: &RayServiceSpec,
+        action: Action,
+    ) -> Result<(), ControllerError> {
+        match action {
+            Action::CreateCluster {
+                name,
+                spec: cluster_spec,
+                spec_hash,
+            } => {
+                let layout = self.clusters.plan(&name)?;
+                let record = ClusterRecord {
+                    name: name.clone(),
+                    service: service.to_string(),
+                    spec: serde_json::to_value(&*cluster_spec).map_err(ControllerError::decode)?,
+                    spec_hash,
+                    created_at: now().as_second(),
+                    delete_at: None,
+                    layout: serde_json::to_value(&layout).map_err(ControllerError::decode)?,
+                    submitted_config_hash: None,
+                    rejected_config: None,
+                };
+                self.with_store(|s| s.put_cluster(&record))?;
+                self.clusters
+                    .start(self.clone(), &name, service, &cluster_spec, &layout);
+            }
+            Action::UpdateClusterInPlace {
+                name,
+                spec: cluster_spec,
+                spec_hash,
+            } => {
+                let Some(mut record) = self.cluster_record(&name)? else {
+                    return Ok(());
+                };
+                record.spec =
+                    serde_json::to_value(&*cluster_spec).map_err(ControllerError::decode)?;
+                record.spec_hash = spec_hash;
+                self.with_store(|s| s.put_cluster(&record))?;
+                if let Ok(layout) = serde_json::from_value::<ClusterLayout>(record.layout.clone()) {
+                    self.clusters.start_missing_workers(
+                        self.clone(),
+                        &name,
+                        service,
+                        &cluster_spec,
+                        &layout,
+                    );
+                }
+            }
+            Action::SubmitServeConfig {
+                cluster,
+                config,
+                config_hash,
+            } => {
+                self.submit(service, &cluster, config, config_hash).await?;
+            }
+            Action::RouteTraffic { cluster } => {
+                tracing::info!(service, cluster = ?cluster, "traffic switched");
+            }
+            Action::ScheduleDeletion { cluster, at } => {
+                if let Some(mut record) = self.cluster_record(&cluster)? {
+                    record.delete_at = Some(at.as_second());
+                    self.with_store(|s| s.put_cluster(&record))?;
+                }
+            }
+            Action::DeleteCluster { cluster } => {
+                self.stop_cluster(&cluster).await?;
+                self.with_store(|s| s.remove_cluster(&cluster))?;
+                self.unreachable_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&cluster);
+            }
+            Action::Event(event) => self.record_event(
+                "RayService",
+                service,
+                event.kind,
+                &event.reason,
+                &event.message,
+            )?,
+        }
+        let _ = spec;
+        Ok(())
+    }
+
+    /// Stops a cluster's processes and removes its temp dir.
+    async fn stop_cluster(&self, name: &str) -> Result<(), StoreError> {
+        let temp_dir = self
+            .cluster_record(name)?
+            .and_then(|r| serde_json::from_value::<ClusterLayout>(r.layout).ok())
+            .map(|l| l.temp_dir);
+        self.clusters.stop(name, temp_dir.as_deref()).await;
+        Ok(())
+    }
+
+    fn cluster_record(&self, name: &str) -> Result<Option<ClusterRecord>, StoreError> {
+        self.with_store(|s| Ok(s.clusters(None)?.into_iter().find(|c| c.name == name)))
+    }
+
+    /// Records an event for an object.
+    pub fn record_event(
+        &self,
+        kind: &str,
+        object: &str,
+        event_kind: EventKind,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let at = now().as_second();
+        tracing::info!(object, reason, message, "event");
+        self.with_store(|s| {
+            s.add_event(&EventRecord {
+                object_kind: kind.to_string(),
+                object_name: object.to_string(),
+                event_type: event_kind.to_string(),
+                reason: reason.to_string(),
+                message: message.to_string(),
+                count: 1,
+                first_seen: at,
+                last_seen: at,
+            })
+        })
+    }
+
+    /// PUTs a serve config, adapted to this machine, to a cluster's dashboard.
+    async fn submit(
+        &self,
+        service: &str,
+        cluster: &str,
+        config: Value,
+        config_hash: String,
+    ) -> Result<(), ControllerError> {
+        let Some(mut record) = self.cluster_record(cluster)? else {
+            return Ok(());
+        };
+        let Ok(layout) = serde_json::from_value::<ClusterLayout>(record.layout.clone()) else {
+            return Ok(());
+        };
+        let (local_config, notes) = localize_serve_config(config, layout.serve_port);
+        for note in notes {
+            self.record_event(
+                "RayService",
+                service,
+                EventKind::Normal,
+                "LocalServeOptions",
+                &note,
+            )?;
+        }
+        let dashboard = rayservice_ray::dashboard::DashboardClient::with_client(
+            self.http.clone(),
+            layout.dashboard_port,
+        );
+        match dashboard.put_serve_applications(&local_config).await {
+            Ok(()) => {
+                record.submitted_config_hash = Some(config_hash);
+                record.rejected_config = None;
+                self.with_store(|s| s.put_cluster(&record))?;
+                self.record_event(
+                    "RayService",
+                    service,
+                    EventKind::Normal,
+                    "ServeConfigSubmitted",
+                    &format!("serve applications submitted to {cluster}"),
+                )?;
+            }
+            Err(rayservice_ray::dashboard::DashboardError::Rejected { message, .. }) => {
+                record.rejected_config = Some((config_hash, message.clone()));
+                self.with_store(|s| s.put_cluster(&record))?;
+                self.record_event(
+                    "RayService",
+                    service,
+                    EventKind::Warning,
+                    "ServeConfigRejected",
+                    &format!("Ray refused the serve config on {cluster}: {message}"),
+                )?;
+            }
+            Err(error) => {
+                self.record_event(
+                    "RayService",
+                    service,
+                    EventKind::Warning,
+                    "ServeConfigSubmitFailed",
+                    &format!("could not submit to {cluster}: {error}; retrying"),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts cluster-level details the core does not know (ports, head pod) into the status.
+    fn fill_cluster_details(&self, status: &mut RayServiceStatus) {
+        for cluster_status in [
+            &mut status.active_service_status,
+            &mut status.pending_service_status,
+        ] {
+            let Some(name) = cluster_status.ray_cluster_name.clone() else {
+                continue;
+            };
+            let Some(ray_status) = cluster_status.ray_cluster_status.as_mut() else {
+                continue;
+            };
+            if let Ok(Some(record)) = self.cluster_record(&name)
+                && let Ok(layout) = serde_json::from_value::<ClusterLayout>(record.layout)
+            {
+                ray_status.endpoints = layout.endpoints();
+            }
+            if let Some(head) = ray_status.head.as_mut() {
+                head.pod_name = self.clusters.head_pod_name(&name);
+            }
+        }
+    }
+
+    /// Recomputes both front endpoints' routes from every RayService's active cluster.
+    pub fn refresh_routes(&self) {
+        let Ok(services) = self.with_store(|s| s.services()) else {
+            return;
+        };
+        let Ok(clusters) = self.with_store(|s| s.clusters(None)) else {
+            return;
+        };
+        let layouts: BTreeMap<String, ClusterLayout> = clusters
+            .into_iter()
+            .filter_map(|c| {
+                serde_json::from_value::<ClusterLayout>(c.layout)
+                    .ok()
+                    .map(|l| (c.name, l))
+            })
+            .collect();
+        let mut serve_routes = Vec::new();
+        let mut dashboard_routes = Vec::new();
+        for service in services {
+            let active = service.status["activeServiceStatus"]["rayClusterName"]
+                .as_str()
+                .map(str::to_string);
+            let layout = active.as_ref().and_then(|name| layouts.get(name));
+            let prefixes = route_prefixes(&service);
+            let serve_upstream =
+                layout.map(|l| std::net::SocketAddr::from(([127, 0, 0, 1], l.serve_port)));
+            let dashboard_upstream =
+                layout.map(|l| std::net::SocketAddr::from(([127, 0, 0, 1], l.dashboard_port)));
+            serve_routes.push(ServiceRoute::new(
+                service.name.clone(),
+                serve_upstream,
+                prefixes,
+            ));
+            dashboard_routes.push(ServiceRoute::new(
+                service.name.clone(),
+                dashboard_upstream,
+                Vec::<String>::new(),
+            ));
+        }
+        self.serve_front.set_routes(RouteTable::new(serve_routes));
+        self.dashboard_front
+            .set_routes(RouteTable::new(dashboard_routes));
+    }
+
+    /// Stops every cluster of a RayService and removes it.
+    async fn delete_everything_of(&self, name: &str) -> Result<(), ControllerError> {
+        let clusters = self.with_store(|s| s.clusters(Some(name)))?;
+        for cluster in clusters {
+            self.stop_cluster(&cluster.name).await?;
+            self.with_store(|s| s.remove_cluster(&cluster.name))?;
+        }
+        self.with_store(|s| s.remove_service(name))?;
+        self.refresh_routes();
+        Ok(())
+    }
+
+    /// Marks a RayService for deletion and waits until everything it started has stopped.
+    pub async fn delete_service(self: &Arc<Self>, name: &str) -> Result<bool, ControllerError> {
+        let Some(mut record) = self.with_store(|s| s.service(name))? else {
+            return Ok(false);
+        };
+        record.deleting = true;
+        self.with_store(|s| s.put_service(&record))?;
+        // The reconcile loop may be mid-flight; delete here too, then let the loop notice.
+        self.delete_everything_of(name).await?;
+        self.wake(name);
+        Ok(true)
+    }
+
+    /// Every RayService name, for starting their loops after a restart.
+    pub fn service_names(&self) -> Vec<String> {
+        self.with_store(|s| s.services())
+            .map(|v| v.into_iter().map(|s| s.name).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Route prefixes of a stored RayService's applications.
+pub fn route_prefixes(service: &ServiceRecord) -> Vec<String> {
+    service.resolved_spec["serveConfigV2"]
+        .as_str()
+        .and_then(|text| ServeConfig::parse(text, "spec.serveConfigV2").ok())
+        .map(|config| config.route_prefixes())
+        .unwrap_or_default()
+}
+
+/// Adapts a serve config to several Ray nodes on one machine: the Serve proxy runs on the head
+/// only, on this cluster's own port, on loopback. Returns notes for what was overridden.
+pub fn localize_serve_config(mut config: Value, serve_port: u16) -> (Value, Vec<String>) {
+    let mut notes = Vec::new();
+    let Some(object) = config.as_object_mut() else {
+        return (config, notes);
+    };
+    match object.get("proxy_location").and_then(Value::as_str) {
+        None | Some("HeadOnly") | Some("Disabled") => {}
+        Some(other) => notes.push(format!(
+            "proxy_location {other} runs as HeadOnly locally: all nodes share one machine, so one Serve proxy serves them all"
+        )),
+    }
+    if object.get("proxy_location").and_then(Value::as_str) != Some("Disabled") {
+        object.insert("proxy_location".into(), Value::String("HeadOnly".into()));
+    }
+    let http = object
+        .entry("http_options")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if let Some(http) = http.as_object_mut() {
+        if let Some(port) = http
+            .get("port")
+            .and_then(Value::as_u64)
+            .filter(|p| *p != u64::from(serve_port))
+        {
+            notes.push(format!(
+                "http_options.port {port} is served through the local Serve endpoint; the cluster's own proxy listens on 127.0.0.1:{serve_port}"
+            ));
+        }
+        http.insert("host".into(), Value::String("127.0.0.1".into()));
+        http.insert("port".into(), Value::from(serve_port));
+    }
+    (config, notes)
+}
+
+/// Why a reconcile step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// The state database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored document does not decode.
+    #[error("stored object does not decode: {0}")]
+    Decode(String),
+    /// A cluster could not be planned or started.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+}
+
+impl ControllerError {
+    fn decode(error: serde_json::Error) -> Self {
+        ControllerError::Decode(error.to_string())
+    }
+}
+
+/// RFC 3339 at second precision from Unix seconds.
+pub fn rfc3339(seconds: i64) -> String {
+    Timestamp::from_second(seconds)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn serve_config_is_adapted_to_one_machine() {
+        let (config, notes) = localize_serve_config(
+            json!({"applications": [], "http_options": {"port": 9000}}),
+            41234,
+        );
+        assert_eq!(config["proxy_location"], "HeadOnly");
+        assert_eq!(
+            config["http_options"],
+            json!({"port": 41234, "host": "127.0.0.1"})
+        );
+        assert_eq!(notes.len(), 1);
+        let (config, notes) = localize_serve_config(
+            json!({"applications": [], "proxy_location": "EveryNode"}),
+            1,
+        );
+        assert_eq!(config["proxy_location"], "HeadOnly");
+        assert!(notes[0].contains("EveryNode"));
+        let (config, notes) = localize_serve_config(json!({"applications": []}), 1);
+        assert!(notes.is_empty());
+        assert_eq!(config["applications"], json!([]));
+    }
+}

@@ -1,0 +1,640 @@
+//! The local control plane's state in SQLite: objects, their status, clusters, node processes
+//! and events. One writer (the server); the file is private to the user.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Why the store failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("state database {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// A stored JSON document does not decode.
+    #[error("state database: stored {what} does not decode: {source}")]
+    Decode {
+        /// Which document.
+        what: String,
+        /// The decoder's error.
+        source: serde_json::Error,
+    },
+}
+
+/// A RayService as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceRecord {
+    /// `metadata.name`.
+    pub name: String,
+    /// The object as the user gave it (with metadata filled: uid, generation, creationTimestamp).
+    pub object: serde_json::Value,
+    /// The spec the core acts on: local `working_dir`s replaced by packaged URIs.
+    pub resolved_spec: serde_json::Value,
+    /// The last status written.
+    pub status: serde_json::Value,
+    /// Set while it is being deleted.
+    pub deleting: bool,
+}
+
+/// A cluster as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClusterRecord {
+    /// `S-raycluster-xxxxx`.
+    pub name: String,
+    /// Owning RayService.
+    pub service: String,
+    /// The RayCluster spec it runs.
+    pub spec: serde_json::Value,
+    /// Hash annotation.
+    pub spec_hash: String,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// When it is due for deletion, Unix seconds.
+    pub delete_at: Option<i64>,
+    /// Its ports and temp dir (see `cluster::ClusterLayout`).
+    pub layout: serde_json::Value,
+    /// Hash of the serve config it accepted last.
+    pub submitted_config_hash: Option<String>,
+    /// Hash and Ray's message of a config it refused.
+    pub rejected_config: Option<(String, String)>,
+}
+
+/// A Ray node process as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeRecord {
+    /// Pod-like name: `CLUSTER-head-xxxxx` or `CLUSTER-worker-GROUP-xxxxx`.
+    pub name: String,
+    /// Its cluster.
+    pub cluster: String,
+    /// `head` or `worker`.
+    pub node_type: String,
+    /// Worker group (`headgroup` for the head).
+    pub group: String,
+    /// Process id (also its process group id) while it runs.
+    pub pid: Option<i32>,
+    /// Start time, Unix seconds.
+    pub started_at: i64,
+    /// How often it was restarted.
+    pub restarts: i32,
+    /// Where its output goes.
+    pub log_path: String,
+    /// The node's own ports (node manager, object manager, ...).
+    pub ports: serde_json::Value,
+}
+
+/// An event as stored; repeated ones are counted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EventRecord {
+    /// `RayService` or `RayCluster`.
+    pub object_kind: String,
+    /// Object name.
+    pub object_name: String,
+    /// Normal or Warning.
+    pub event_type: String,
+    /// CamelCase reason.
+    pub reason: String,
+    /// What happened.
+    pub message: String,
+    /// How often.
+    pub count: i64,
+    /// First time, Unix seconds.
+    pub first_seen: i64,
+    /// Last time, Unix seconds.
+    pub last_seen: i64,
+}
+
+/// The state database.
+pub struct Store {
+    connection: Connection,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS rayservices (
+    name TEXT PRIMARY KEY,
+    object TEXT NOT NULL,
+    resolved_spec TEXT NOT NULL,
+    status TEXT NOT NULL,
+    deleting INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS clusters (
+    name TEXT PRIMARY KEY,
+    service TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    spec_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    delete_at INTEGER,
+    layout TEXT NOT NULL,
+    submitted_config_hash TEXT,
+    rejected_hash TEXT,
+    rejected_message TEXT
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    name TEXT PRIMARY KEY,
+    cluster TEXT NOT NULL,
+    node_type TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    pid INTEGER,
+    started_at INTEGER NOT NULL,
+    restarts INTEGER NOT NULL DEFAULT 0,
+    log_path TEXT NOT NULL,
+    ports TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    object_kind TEXT NOT NULL,
+    object_name TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_object ON events (object_name, id);
+"#;
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, readable by the user only.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let connection = Connection::open(path).map_err(sqlite)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
+            )
+            .map_err(sqlite)?;
+        connection.execute_batch(SCHEMA).map_err(sqlite)?;
+        Ok(Store {
+            connection,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    // ---- RayServices ----
+
+    /// Inserts or replaces a RayService.
+    pub fn put_service(&self, record: &ServiceRecord) -> Result<(), StoreError> {
+        self.connection
+            .execute(
+                "INSERT INTO rayservices (name, object, resolved_spec, status, deleting) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(name) DO UPDATE SET object = ?2, resolved_spec = ?3, status = ?4, deleting = ?5",
+                params![
+                    record.name,
+                    record.object.to_string(),
+                    record.resolved_spec.to_string(),
+                    record.status.to_string(),
+                    record.deleting
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Writes only the status of a RayService.
+    pub fn put_service_status(
+        &self,
+        name: &str,
+        status: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.connection
+            .execute(
+                "UPDATE rayservices SET status = ?2 WHERE name = ?1",
+                params![name, status.to_string()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// One RayService.
+    pub fn service(&self, name: &str) -> Result<Option<ServiceRecord>, StoreError> {
+        let row = self
+            .connection
+            .query_row(
+                "SELECT name, object, resolved_spec, status, deleting FROM rayservices WHERE name = ?1",
+                params![name],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        row.map(service_from_row).transpose()
+    }
+
+    /// Every RayService, oldest first.
+    pub fn services(&self) -> Result<Vec<ServiceRecord>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT name, object, resolved_spec, status, deleting FROM rayservices ORDER BY rowid")
+            .map_err(|e| self.err(e))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        rows.into_iter().map(service_from_row).collect()
+    }
+
+    /// Removes a RayService and its events.
+    pub fn remove_service(&self, name: &str) -> Result<(), StoreError> {
+        self.connection
+            .execute("DELETE FROM rayservices WHERE name = ?1", params![name])
+            .map_err(|e| self.err(e))?;
+        self.connection
+            .execute("DELETE FROM events WHERE object_name = ?1", params![name])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    // ---- clusters ----
+
+    /// Inserts or replaces a cluster.
+    pub fn put_cluster(&self, record: &ClusterRecord) -> Result<(), StoreError> {
+        let (rejected_hash, rejected_message) = record.rejected_config.clone().unzip();
+        self.connection
+            .execute(
+                "INSERT INTO clusters (name, service, spec, spec_hash, created_at, delete_at, layout, submitted_config_hash, rejected_hash, rejected_message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT(name) DO UPDATE SET spec = ?3, spec_hash = ?4, delete_at = ?6, layout = ?7,
+                   submitted_config_hash = ?8, rejected_hash = ?9, rejected_message = ?10",
+                params![
+                    record.name,
+                    record.service,
+                    record.spec.to_string(),
+                    record.spec_hash,
+                    record.created_at,
+                    record.delete_at,
+                    record.layout.to_string(),
+                    record.submitted_config_hash,
+                    rejected_hash,
+                    rejected_message
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Every cluster, or those of one RayService, oldest first.
+    pub fn clusters(&self, service: Option<&str>) -> Result<Vec<ClusterRecord>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare(
+                "SELECT name, service, spec, spec_hash, created_at, delete_at, layout, submitted_config_hash, rejected_hash, rejected_message
+                 FROM clusters WHERE ?1 IS NULL OR service = ?1 ORDER BY created_at, rowid",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = statement
+            .query_map(params![service], |row| {
+                let rejected: (Option<String>, Option<String>) = (row.get(8)?, row.get(9)?);
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, i64>(4)?,
+                    row.get::<_, Option<i64>>(5)?,
+                    row.get::<_, String>(6)?,
+                    row.get::<_, Option<String>>(7)?,
+                    rejected,
+                ))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(
+                |(
+                    name,
+                    service,
+                    spec,
+                    spec_hash,
+                    created_at,
+                    delete_at,
+                    layout,
+                    submitted,
+                    rejected,
+                )| {
+                    Ok(ClusterRecord {
+                        spec: decode(&spec, "cluster spec")?,
+                        layout: decode(&layout, "cluster layout")?,
+                        name,
+                        service,
+                        spec_hash,
+                        created_at,
+                        delete_at,
+                        submitted_config_hash: submitted,
+                        rejected_config: rejected.0.zip(rejected.1),
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// Removes a cluster and its nodes.
+    pub fn remove_cluster(&self, name: &str) -> Result<(), StoreError> {
+        self.connection
+            .execute("DELETE FROM nodes WHERE cluster = ?1", params![name])
+            .map_err(|e| self.err(e))?;
+        self.connection
+            .execute("DELETE FROM clusters WHERE name = ?1", params![name])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    // ---- nodes ----
+
+    /// Inserts or replaces a node.
+    pub fn put_node(&self, record: &NodeRecord) -> Result<(), StoreError> {
+        self.connection
+            .execute(
+                "INSERT INTO nodes (name, cluster, node_type, grp, pid, started_at, restarts, log_path, ports)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(name) DO UPDATE SET pid = ?5, started_at = ?6, restarts = ?7, ports = ?9",
+                params![
+                    record.name,
+                    record.cluster,
+                    record.node_type,
+                    record.group,
+                    record.pid,
+                    record.started_at,
+                    record.restarts,
+                    record.log_path,
+                    record.ports.to_string()
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Every node, or those of one cluster.
+    pub fn nodes(&self, cluster: Option<&str>) -> Result<Vec<NodeRecord>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare(
+                "SELECT name, cluster, node_type, grp, pid, started_at, restarts, log_path, ports FROM nodes
+                 WHERE ?1 IS NULL OR cluster = ?1 ORDER BY rowid",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = statement
+            .query_map(params![cluster], |row| {
+                Ok((
+                    NodeRecord {
+                        name: row.get(0)?,
+                        cluster: row.get(1)?,
+                        node_type: row.get(2)?,
+                        group: row.get(3)?,
+                        pid: row.get(4)?,
+                        started_at: row.get(5)?,
+                        restarts: row.get(6)?,
+                        log_path: row.get(7)?,
+                        ports: serde_json::Value::Null,
+                    },
+                    row.get::<_, String>(8)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|(mut node, ports)| {
+                node.ports = decode(&ports, "node ports")?;
+                Ok(node)
+            })
+            .collect()
+    }
+
+    /// Removes one node.
+    pub fn remove_node(&self, name: &str) -> Result<(), StoreError> {
+        self.connection
+            .execute("DELETE FROM nodes WHERE name = ?1", params![name])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    // ---- events ----
+
+    /// Records an event; the same reason and message as the object's last event only counts up.
+    pub fn add_event(&self, event: &EventRecord) -> Result<(), StoreError> {
+        let last: Option<(i64, String, String)> = self
+            .connection
+            .query_row(
+                "SELECT id, reason, message FROM events WHERE object_name = ?1 ORDER BY id DESC LIMIT 1",
+                params![event.object_name],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        match last {
+            Some((id, reason, message)) if reason == event.reason && message == event.message => {
+                self.connection
+                    .execute(
+                        "UPDATE events SET count = count + 1, last_seen = ?2 WHERE id = ?1",
+                        params![id, event.last_seen],
+                    )
+                    .map_err(|e| self.err(e))?;
+            }
+            _ => {
+                self.connection
+                    .execute(
+                        "INSERT INTO events (object_kind, object_name, event_type, reason, message, count, first_seen, last_seen)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        params![
+                            event.object_kind,
+                            event.object_name,
+                            event.event_type,
+                            event.reason,
+                            event.message,
+                            event.count,
+                            event.first_seen,
+                            event.last_seen
+                        ],
+                    )
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The last `limit` events of an object, oldest first.
+    pub fn events(&self, object_name: &str, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare(
+                "SELECT object_kind, object_name, event_type, reason, message, count, first_seen, last_seen FROM events
+                 WHERE object_name = ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = statement
+            .query_map(params![object_name, limit as i64], |row| {
+                Ok(EventRecord {
+                    object_kind: row.get(0)?,
+                    object_name: row.get(1)?,
+                    event_type: row.get(2)?,
+                    reason: row.get(3)?,
+                    message: row.get(4)?,
+                    count: row.get(5)?,
+                    first_seen: row.get(6)?,
+                    last_seen: row.get(7)?,
+                })
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        rows.reverse();
+        Ok(rows)
+    }
+}
+
+type ServiceRow = (String, String, String, String, bool);
+
+fn service_from_row(
+    (name, object, resolved, status, deleting): ServiceRow,
+) -> Result<ServiceRecord, StoreError> {
+    Ok(ServiceRecord {
+        object: decode(&object, &format!("RayService {name}"))?,
+        resolved_spec: decode(&resolved, &format!("RayService {name} resolved spec"))?,
+        status: decode(&status, &format!("RayService {name} status"))?,
+        name,
+        deleting,
+    })
+}
+
+fn decode(text: &str, what: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text).map_err(|source| StoreError::Decode {
+        what: what.to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("state.db")).expect("open");
+        (dir, store)
+    }
+
+    #[test]
+    fn services_round_trip() {
+        let (_dir, store) = store();
+        let record = ServiceRecord {
+            name: "s".into(),
+            object: json!({"metadata": {"name": "s"}}),
+            resolved_spec: json!({}),
+            status: json!({}),
+            deleting: false,
+        };
+        store.put_service(&record).expect("put");
+        assert_eq!(store.service("s").expect("get"), Some(record.clone()));
+        store
+            .put_service_status("s", &json!({"serviceStatus": "Running"}))
+            .expect("status");
+        assert_eq!(
+            store.services().expect("list")[0].status["serviceStatus"],
+            "Running"
+        );
+        store.remove_service("s").expect("remove");
+        assert_eq!(store.service("s").expect("get"), None);
+    }
+
+    #[test]
+    fn clusters_and_nodes_round_trip() {
+        let (_dir, store) = store();
+        let cluster = ClusterRecord {
+            name: "s-raycluster-abcde".into(),
+            service: "s".into(),
+            spec: json!({"rayVersion": "2.60.0"}),
+            spec_hash: "h".into(),
+            created_at: 10,
+            delete_at: None,
+            layout: json!({"gcs": 1}),
+            submitted_config_hash: Some("c".into()),
+            rejected_config: Some(("x".into(), "bad".into())),
+        };
+        store.put_cluster(&cluster).expect("put");
+        assert_eq!(
+            store.clusters(Some("s")).expect("list"),
+            vec![cluster.clone()]
+        );
+        assert!(store.clusters(Some("other")).expect("list").is_empty());
+        let node = NodeRecord {
+            name: "n".into(),
+            cluster: cluster.name.clone(),
+            node_type: "head".into(),
+            group: "headgroup".into(),
+            pid: Some(42),
+            started_at: 11,
+            restarts: 0,
+            log_path: "/x".into(),
+            ports: json!({}),
+        };
+        store.put_node(&node).expect("node");
+        assert_eq!(store.nodes(Some(&cluster.name)).expect("nodes"), vec![node]);
+        store.remove_cluster(&cluster.name).expect("remove");
+        assert!(store.nodes(None).expect("nodes").is_empty());
+    }
+
+    #[test]
+    fn repeated_events_are_counted() {
+        let (_dir, store) = store();
+        let event = EventRecord {
+            object_kind: "RayService".into(),
+            object_name: "s".into(),
+            event_type: "Normal".into(),
+            reason: "R".into(),
+            message: "m".into(),
+            count: 1,
+            first_seen: 1,
+            last_seen: 1,
+        };
+        store.add_event(&event).expect("add");
+        store
+            .add_event(&EventRecord {
+                last_seen: 5,
+                ..event.clone()
+            })
+            .expect("add");
+        store
+            .add_event(&EventRecord {
+                reason: "Other".into(),
+                ..event.clone()
+            })
+            .expect("add");
+        let events = store.events("s", 10).expect("events");
+        assert_eq!(events.len(), 2);
+        assert_eq!((events[0].count, events[0].last_seen), (2, 5));
+        assert_eq!(events[1].reason, "Other");
+    }
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command: formatting, lints, unit tests, and end-to-end tests with real Ray.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$(date +%s)
+step() { printf '\n== %s (%ss)\n' "$*" "$(( $(date +%s) - started ))"; }
+
+step "install Ray (pinned, cached)"
+RAYSERVICE_PYTHON="$(bash scripts/install-ray.sh)"
+export RAYSERVICE_PYTHON
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+# Each end-to-end test runs its own Ray cluster(s); two at a time fit this machine (2 cores, 24 GiB).
+cargo test --workspace --locked -- --test-threads="${RAYSERVICE_TEST_THREADS:-2}"
+
+step "done"
