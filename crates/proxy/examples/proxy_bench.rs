@@ -30,6 +30,7 @@ type BenchClient = Client<HttpConnector, Empty<Bytes>>;
 
 struct Args {
     upstream: Option<String>,
+    front: Option<String>,
     requests: usize,
     concurrency: usize,
     rounds: usize,
@@ -38,6 +39,7 @@ struct Args {
 fn parse_args() -> Result<Args, BoxError> {
     let mut args = Args {
         upstream: None,
+        front: None,
         requests: 20_000,
         concurrency: 16,
         rounds: 2,
@@ -47,12 +49,13 @@ fn parse_args() -> Result<Args, BoxError> {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--upstream" => args.upstream = Some(value()?),
+            "--front" => args.front = Some(value()?),
             "--requests" => args.requests = value()?.parse()?,
             "--concurrency" => args.concurrency = value()?.parse()?,
             "--rounds" => args.rounds = value()?.parse()?,
             "-h" | "--help" => {
                 println!(
-                    "usage: proxy_bench [--upstream http://HOST:PORT/path] [--requests N] [--concurrency C] [--rounds R]"
+                    "usage: proxy_bench [--upstream http://HOST:PORT/path] [--front http://HOST:PORT/path (an already running front endpoint)] [--requests N] [--concurrency C] [--rounds R]"
                 );
                 std::process::exit(0);
             }
@@ -220,7 +223,10 @@ async fn bench(args: Args) -> Result<(), BoxError> {
         ["/"],
     )]));
     let direct_uri: Uri = format!("http://{upstream_addr}{path}").parse()?;
-    let proxied_uri: Uri = format!("http://{}{path}", front.local_addr()).parse()?;
+    let proxied_uri: Uri = match &args.front {
+        Some(url) => url.parse()?,
+        None => format!("http://{}{path}", front.local_addr()).parse()?,
+    };
 
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -229,7 +235,7 @@ async fn bench(args: Args) -> Result<(), BoxError> {
     println!("upstream: {label}");
     println!(
         "front:    {} ({} requests, concurrency {}, {} rounds, {} cores)",
-        front.local_addr(),
+        proxied_uri,
         args.requests,
         args.concurrency,
         args.rounds,
