@@ -41,6 +41,13 @@ enum Command {
         #[arg(long, default_value = "10m", value_parser = parse_duration)]
         timeout: Duration,
     },
+    /// Say what `apply -f FILE` would do (nothing, an in-place update, an upgrade, or a change
+    /// that is not rolled out), without doing it.
+    Diff {
+        /// The YAML file (`-` for standard input).
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+    },
     /// List objects: rayservice, raycluster, pods, services.
     Get {
         /// What to list.
@@ -165,6 +172,7 @@ async fn run(cli: Cli) -> Result<()> {
             wait,
             timeout,
         } => apply(&settings, &file, wait, timeout).await,
+        Command::Diff { file } => diff(&settings, &file).await,
         Command::Get {
             resource,
             name,
@@ -313,6 +321,34 @@ async fn apply(settings: &Settings, file: &str, wait: bool, timeout: Duration) -
     if wait {
         for result in &results {
             wait_ready(&client, &result.name, timeout).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn diff(settings: &Settings, file: &str) -> Result<()> {
+    let (services, base_dir) = read_manifests(file)?;
+    let client = connect(settings).await?;
+    let objects = services
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()?;
+    let reports = client
+        .diff(&ApplyRequest {
+            objects,
+            base_dir,
+            file: file.to_string(),
+        })
+        .await
+        .map_err(|e| anyhow!(e))?;
+    for report in reports {
+        println!(
+            "rayservice.ray.io/{}: {}",
+            report.name,
+            report.kinds.join(", ")
+        );
+        for line in report.lines {
+            println!("  {line}");
         }
     }
     Ok(())

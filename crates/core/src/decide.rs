@@ -72,6 +72,7 @@ struct Reconcile<'a> {
     spec_changed: bool,
     actions: Vec<Action>,
     requeue: Duration,
+    skipped_upgrade: Option<String>,
 }
 
 impl<'a> Reconcile<'a> {
@@ -94,6 +95,7 @@ impl<'a> Reconcile<'a> {
             spec_changed: observed.status.observed_generation != Some(desired.generation),
             actions: Vec::new(),
             requeue: STEADY_REQUEUE,
+            skipped_upgrade: None,
         }
     }
 
@@ -190,6 +192,7 @@ impl<'a> Reconcile<'a> {
             &roles,
             &self.serve_config,
             &self.config_hash,
+            self.skipped_upgrade.as_deref(),
         );
         if !status::is_ready(&status) {
             self.busy();
@@ -301,6 +304,10 @@ impl<'a> Reconcile<'a> {
             }
             let fields = fields_forcing_upgrade(&running.spec, self.cluster_spec).join(", ");
             if self.upgrade_type() == UpgradeType::None {
+                self.skipped_upgrade = Some(format!(
+                    "upgradeStrategy.type is None: {fields} changed but cluster {} keeps running the old spec",
+                    running.name
+                ));
                 if self.spec_changed {
                     self.event(
                         EventKind::Warning,
@@ -444,6 +451,7 @@ impl<'a> Reconcile<'a> {
         let ServeObservation::Reachable {
             applications,
             serve_endpoints,
+            routes,
         } = &cluster.serve
         else {
             return false;
@@ -455,15 +463,22 @@ impl<'a> Reconcile<'a> {
         if *serve_endpoints == 0 {
             return false;
         }
+        // Serve reports an app RUNNING slightly before its proxy routes to it: wait for the route.
+        let routed =
+            |app: &rayservice_api::ServeApplication| match (routes, app.effective_route_prefix()) {
+                (Some(routes), Some(prefix)) => routes.iter().any(|r| r == prefix),
+                _ => true,
+            };
         let running = |name: &str| {
             applications
                 .iter()
                 .any(|a| a.name == name && a.status == "RUNNING")
         };
+        let ready = |app: &rayservice_api::ServeApplication| running(&app.name) && routed(app);
         if first {
-            wanted.iter().any(|app| running(&app.name))
+            wanted.iter().any(ready)
         } else {
-            wanted.iter().all(|app| running(&app.name))
+            wanted.iter().all(ready)
         }
     }
 }

@@ -83,6 +83,8 @@ pub enum ServeObservation {
         applications: Vec<ObservedApp>,
         /// Nodes whose Serve proxy answers `/-/healthz`.
         serve_endpoints: i32,
+        /// Route prefixes the Serve proxy routes now (`/-/routes`); `None` when not asked.
+        routes: Option<Vec<String>>,
     },
 }
 

@@ -62,6 +62,7 @@ pub fn build(
     roles: &Roles<'_>,
     config: &ServeConfig,
     config_hash: &str,
+    skipped_upgrade: Option<&str>,
 ) -> RayServiceStatus {
     let now = observed.now;
     let previous = &observed.status;
@@ -99,11 +100,14 @@ pub fn build(
             "NoActiveCluster",
             "no cluster serves yet".to_string(),
         ),
-        (Some(_), None) => (
-            false,
-            "NoPendingCluster",
-            "no upgrade in progress".to_string(),
-        ),
+        (Some(_), None) => match skipped_upgrade {
+            Some(why) => (false, "UpgradeSkipped", why.to_string()),
+            None => (
+                false,
+                "NoPendingCluster",
+                "no upgrade in progress".to_string(),
+            ),
+        },
     };
     let conditions = vec![
         condition(

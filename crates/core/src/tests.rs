@@ -175,6 +175,7 @@ impl World {
                         })
                         .collect(),
                     serve_endpoints: 1,
+                    routes: None,
                 };
                 if behaviour == RayBehaviour::Fails {
                     self.ray_settles(cluster, "DEPLOY_FAILED");
@@ -205,6 +206,7 @@ impl World {
             cluster.serve = ServeObservation::Reachable {
                 applications: Vec::new(),
                 serve_endpoints: 0,
+                routes: None,
             };
         }
     }
@@ -546,6 +548,18 @@ fn upgrade_strategy_none_records_but_does_not_roll_out() {
     assert_eq!(creates(&actions), 0);
     assert_eq!(world.event_reasons(), vec!["UpgradeSkipped"]);
     assert!(world.events[0].message.contains("rayVersion"));
+    let (status, reason) = world.condition("UpgradeInProgress");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "UpgradeSkipped")
+    );
+    world.step();
+    assert_eq!(
+        world.events.len(),
+        1,
+        "the event once, the condition for as long as it holds"
+    );
+    assert_eq!(world.condition("UpgradeInProgress").1, "UpgradeSkipped");
 }
 
 #[test]
@@ -627,6 +641,7 @@ fn head_restart_without_applications_gets_its_config_again() {
     world.cluster_mut(&active).serve = ServeObservation::Reachable {
         applications: Vec::new(),
         serve_endpoints: 1,
+        routes: None,
     };
     let actions = world.step();
     assert!(
@@ -821,4 +836,30 @@ fn hash_recorded_on_the_cluster_is_the_spec_hash() {
         world.clusters[0].spec_hash,
         cluster_hash(world.spec.ray_cluster_config.as_ref().expect("c"))
     );
+}
+
+#[test]
+fn traffic_waits_until_the_serve_proxy_routes_every_app() {
+    let mut world = World::serving();
+    let old = world.active().expect("active");
+    world.edit(|s| s.ray_cluster_config.as_mut().expect("c").ray_version = Some("2.61.0".into()));
+    world.step();
+    let new = world.pending().expect("pending");
+    world.head_up(&new);
+    world.step();
+    world.ray_settles(&new, "RUNNING");
+    if let ServeObservation::Reachable { routes, .. } = &mut world.cluster_mut(&new).serve {
+        *routes = Some(vec!["/fruit".into()]);
+    }
+    world.step();
+    assert_eq!(
+        world.routed_to.as_deref(),
+        Some(old.as_str()),
+        "/calc is not routed yet"
+    );
+    if let ServeObservation::Reachable { routes, .. } = &mut world.cluster_mut(&new).serve {
+        *routes = Some(vec!["/fruit".into(), "/calc".into()]);
+    }
+    world.step();
+    assert_eq!(world.routed_to.as_deref(), Some(new.as_str()));
 }

@@ -130,6 +130,19 @@ impl Client {
         .await
     }
 
+    /// What applying would do, without doing it.
+    pub async fn diff(
+        &self,
+        request: &ApplyRequest,
+    ) -> Result<Vec<crate::diff::DiffReport>, ClientError> {
+        self.call(
+            self.http
+                .post(format!("{}/v1/diff", self.base))
+                .json(request),
+        )
+        .await
+    }
+
     /// Every RayService.
     pub async fn rayservices(&self) -> Result<Vec<Value>, ClientError> {
         self.call(self.http.get(format!("{}/v1/rayservices", self.base)))

@@ -499,7 +499,7 @@ impl Clusters {
             .filter(|(k, _)| k == "worker")
             .map(|(_, p)| *p)
             .collect();
-        futures_join(
+        futures::future::join_all(
             workers
                 .into_iter()
                 .map(|pid| process::stop_group(pid, Duration::from_secs(10))),
@@ -545,13 +545,6 @@ impl Clusters {
                 failure,
             },
         );
-    }
-}
-
-async fn futures_join<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
-    let handles: Vec<_> = futures.map(|f| Box::pin(f)).collect();
-    for handle in handles {
-        handle.await;
     }
 }
 

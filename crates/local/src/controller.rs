@@ -155,17 +155,7 @@ impl Controller {
             serde_json::from_value(record.status.clone()).unwrap_or_default();
         let generation = object.metadata.generation.unwrap_or(1);
 
-        let cluster_records = self.with_store(|s| s.clusters(Some(name)))?;
-        let mut clusters = Vec::new();
-        for cluster in &cluster_records {
-            clusters.push(self.observe(cluster).await);
-        }
-        let observed = Observed {
-            now: now(),
-            status,
-            clusters,
-            fresh_suffix: fresh_suffix(),
-        };
+        let observed = self.observe_service(name, status, fresh_suffix()).await?;
         let desired = Desired {
             name,
             generation,
@@ -188,6 +178,25 @@ impl Controller {
         }
         self.refresh_routes();
         Ok(Some(requeue_after))
+    }
+
+    /// Everything observed about one RayService's clusters, now.
+    pub async fn observe_service(
+        &self,
+        name: &str,
+        status: RayServiceStatus,
+        fresh_suffix: String,
+    ) -> Result<Observed, ControllerError> {
+        let cluster_records = self.with_store(|s| s.clusters(Some(name)))?;
+        let clusters =
+            futures::future::join_all(cluster_records.iter().map(|cluster| self.observe(cluster)))
+                .await;
+        Ok(Observed {
+            now: now(),
+            status,
+            clusters,
+            fresh_suffix,
+        })
     }
 
     /// What one cluster looks like right now.
@@ -260,9 +269,19 @@ impl Controller {
                     })
                     .collect();
                 let serve_up = dashboard.serve_healthz(layout.serve_port).await;
+                let routes = if serve_up {
+                    dashboard
+                        .serve_routes(layout.serve_port)
+                        .await
+                        .ok()
+                        .map(|r| r.into_keys().collect())
+                } else {
+                    None
+                };
                 ServeObservation::Reachable {
                     applications,
                     serve_endpoints: i32::from(serve_up),
+                    routes,
                 }
             }
             Err(error) => {

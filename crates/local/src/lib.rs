@@ -6,6 +6,7 @@
 pub mod client;
 pub mod cluster;
 pub mod controller;
+pub mod diff;
 pub mod process;
 pub mod resolve;
 pub mod server;

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use rayservice_api::{RayCluster, RayClusterSpec, RayService, RayServiceStatus};
+use rayservice_api::{RayCluster, RayClusterSpec, RayService, RayServiceStatus, ServeConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -292,6 +292,7 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/apply", post(apply))
+        .route("/v1/diff", post(diff))
         .route("/v1/rayservices", get(list_services))
         .route(
             "/v1/rayservices/{name}",
@@ -367,6 +368,117 @@ async fn apply(State(state): State<AppState>, Json(request): Json<ApplyRequest>)
             Json(results).into_response()
         }
         Err(message) => error(StatusCode::BAD_REQUEST, &message),
+    }
+}
+
+async fn diff(State(state): State<AppState>, Json(request): Json<ApplyRequest>) -> Response {
+    match diff_objects(&state.controller, &request).await {
+        Ok(reports) => Json(reports).into_response(),
+        Err(message) => error(StatusCode::BAD_REQUEST, &message),
+    }
+}
+
+/// Runs the core on the current state twice, with the stored spec and with the new one, and
+/// explains the difference. Nothing is carried out.
+async fn diff_objects(
+    controller: &Arc<Controller>,
+    request: &ApplyRequest,
+) -> Result<Vec<crate::diff::DiffReport>, String> {
+    let file = &request.file;
+    let mut reports = Vec::new();
+    for object in &request.objects {
+        let service: RayService =
+            serde_json::from_value(object.clone()).map_err(|e| format!("{file}: {e}"))?;
+        let name = service.metadata.name.clone().unwrap_or_default();
+        let at = |e: String| format!("{file}: RayService/{name}: {e}");
+        rayservice_api::validate::rayservice(&service, rayservice_api::API_VERSION_V1)
+            .map_err(|e| at(e.to_string()))?;
+        let resolved = crate::resolve::resolve_spec(
+            &service.spec,
+            &request.base_dir,
+            &controller.settings.packages_dir(),
+        )
+        .map_err(|e| at(e.to_string()))?;
+        let parse = |spec: &rayservice_api::RayServiceSpec| -> Result<(ServeConfig, RayClusterSpec), String> {
+            let config = ServeConfig::parse(spec.serve_config_v2.as_deref().unwrap_or_default(), "spec.serveConfigV2").map_err(|e| at(e.to_string()))?;
+            Ok((config, spec.ray_cluster_config.clone().unwrap_or_default()))
+        };
+        let desired = parse(&resolved)?;
+        let record = controller
+            .with_store(|s| s.service(&name))
+            .map_err(|e| e.to_string())?
+            .filter(|r| !r.deleting);
+        let Some(record) = record else {
+            reports.push(crate::diff::explain(
+                &name,
+                None,
+                (&desired.0, &desired.1),
+                &empty_decision(),
+                &empty_decision(),
+            ));
+            continue;
+        };
+        let current_spec: rayservice_api::RayServiceSpec =
+            serde_json::from_value(record.resolved_spec.clone()).map_err(|e| e.to_string())?;
+        let current = parse(&current_spec)?;
+        let status: RayServiceStatus =
+            serde_json::from_value(record.status.clone()).unwrap_or_default();
+        let generation = record.object["metadata"]["generation"]
+            .as_i64()
+            .unwrap_or(1);
+        let changed =
+            serde_json::to_value(&resolved).map_err(|e| e.to_string())? != record.resolved_spec;
+        let observed = controller
+            .observe_service(&name, status, "xxxxx".into())
+            .await
+            .map_err(|e| e.to_string())?;
+        let baseline = rayservice_core::reconcile(
+            &rayservice_core::Desired {
+                name: &name,
+                generation,
+                spec: &current_spec,
+            },
+            &observed,
+        );
+        let proposed_generation = if changed { generation + 1 } else { generation };
+        let proposed = rayservice_core::reconcile(
+            &rayservice_core::Desired {
+                name: &name,
+                generation: proposed_generation,
+                spec: &resolved,
+            },
+            &observed,
+        );
+        // The core explains a spec change when the generation moves; the baseline never does.
+        let running_spec = observed
+            .clusters
+            .iter()
+            .find(|c| {
+                Some(&c.name)
+                    == observed
+                        .status
+                        .active_service_status
+                        .ray_cluster_name
+                        .as_ref()
+            })
+            .map(|c| c.spec.clone())
+            .unwrap_or(current.1.clone());
+        reports.push(crate::diff::explain(
+            &name,
+            Some((&current.0, &running_spec)),
+            (&desired.0, &desired.1),
+            &baseline,
+            &proposed,
+        ));
+    }
+    Ok(reports)
+}
+
+fn empty_decision() -> rayservice_core::Decision {
+    rayservice_core::Decision {
+        actions: Vec::new(),
+        status: Default::default(),
+        requeue_after: std::time::Duration::ZERO,
     }
 }
 

@@ -1,0 +1,435 @@
+//! End to end, with real Ray: the guide's steps 7 and 8 (in-place update, autoscaler-owned
+//! fields, zero-downtime upgrade) under continuous load, and a control plane killed mid-upgrade.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::{Env, alive, eventually, repo, write_yaml};
+use serde_json::Value;
+
+const READY_TIMEOUT: &str = "8m";
+
+/// The example with an absolute working_dir and a short deletion delay, so it can live anywhere.
+fn example_text() -> String {
+    let text =
+        std::fs::read_to_string(repo().join("examples/rayservice-local.yaml")).expect("example");
+    let dag = repo().join("examples/test_dag");
+    text.replace(
+        "working_dir: ./test_dag",
+        &format!("working_dir: {}", dag.display()),
+    )
+    .replace(
+        "spec:\n  # A Ray Serve",
+        "spec:\n  rayClusterDeletionDelaySeconds: 15\n  # A Ray Serve",
+    )
+}
+
+fn with_price_4(text: &str) -> String {
+    assert!(text.contains("price: 3"));
+    text.replace("price: 3", "price: 4")
+}
+
+fn with_two_workers(text: &str) -> String {
+    let from = "groupName: small-group\n        replicas: 1";
+    assert!(text.contains(from), "example layout changed");
+    text.replace(from, "groupName: small-group\n        replicas: 2")
+}
+
+fn with_ray_version(text: &str, version: &str) -> String {
+    assert!(text.contains("rayVersion: \"2.60.0\""));
+    text.replace(
+        "rayVersion: \"2.60.0\"",
+        &format!("rayVersion: \"{version}\""),
+    )
+}
+
+/// Continuous load: `threads` clients, each with one request in flight at all times.
+struct Load {
+    stop: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<()>>,
+    sent: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    answers: Arc<Mutex<std::collections::BTreeMap<String, usize>>>,
+}
+
+impl Load {
+    fn start(port: u16, threads: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let answers = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
+        let deadline = Instant::now() + Duration::from_secs(900);
+        let handles = (0..threads)
+            .map(|_| {
+                let (stop, sent, failures, answers) = (
+                    stop.clone(),
+                    sent.clone(),
+                    failures.clone(),
+                    answers.clone(),
+                );
+                std::thread::spawn(move || {
+                    let client = reqwest::blocking::Client::builder()
+                        .no_proxy()
+                        .timeout(Duration::from_secs(30))
+                        .build()
+                        .expect("client");
+                    // Bounded: stops when told, after 900 s, or after 200k requests in all.
+                    while !stop.load(Ordering::Relaxed)
+                        && Instant::now() < deadline
+                        && sent.load(Ordering::Relaxed) < 200_000
+                    {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        let result = client
+                            .post(format!("http://127.0.0.1:{port}/fruit/"))
+                            .header("content-type", "application/json")
+                            .body(r#"["MANGO", 2]"#)
+                            .send();
+                        match result {
+                            Ok(response) if response.status().is_success() => {
+                                let body = response
+                                    .text()
+                                    .unwrap_or_else(|e| format!("<body error {e}>"));
+                                *answers.lock().expect("lock").entry(body).or_default() += 1;
+                            }
+                            Ok(response) => failures
+                                .lock()
+                                .expect("lock")
+                                .push(format!("HTTP {}", response.status())),
+                            Err(error) => failures.lock().expect("lock").push(error.to_string()),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            handles,
+            sent,
+            failures,
+            answers,
+        }
+    }
+
+    /// Stops the load; returns (requests, failures, answers).
+    fn finish(
+        self,
+    ) -> (
+        usize,
+        Vec<String>,
+        std::collections::BTreeMap<String, usize>,
+    ) {
+        self.stop.store(true, Ordering::Relaxed);
+        for handle in self.handles {
+            let _ = handle.join();
+        }
+        let failures = self.failures.lock().expect("lock").clone();
+        let answers = self.answers.lock().expect("lock").clone();
+        (self.sent.load(Ordering::Relaxed), failures, answers)
+    }
+
+    fn answered(&self) -> usize {
+        self.answers.lock().expect("lock").values().sum()
+    }
+}
+
+fn clusters(env: &Env) -> Vec<Value> {
+    env.json(&["get", "raycluster"])["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn condition(object: &Value, type_: &str) -> Value {
+    object["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn pids(env: &Env) -> Vec<i32> {
+    let mut pids = env.node_pids();
+    pids.sort();
+    pids
+}
+
+#[test]
+fn in_place_update_replicas_and_upgrade_without_a_failed_request() {
+    let env = Env::new();
+    let base = example_text();
+    let file = write_yaml(env.home.path(), "service.yaml", &base);
+    let file = file.to_str().expect("utf-8");
+    env.ok(&["apply", "-f", file, "--wait", "--timeout", READY_TIMEOUT]);
+    let first_cluster = clusters(&env)[0]["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    let first_pids = pids(&env);
+
+    let load = Load::start(env.serve_port, 24);
+    eventually(Duration::from_secs(30), "the load to get answers", || {
+        (load.answered() > 50).then_some(())
+    });
+
+    // Guide step 7: in-place update of MangoStand's price.
+    std::fs::write(file, with_price_4(&base)).expect("write");
+    let diff = env.ok(&["diff", "-f", file]);
+    assert!(
+        diff.contains("in-place") && diff.contains("MangoStand: user_config change"),
+        "{diff}"
+    );
+    assert!(!diff.contains("upgrade"), "{diff}");
+    let applied_at = Instant::now();
+    let out = env.ok(&["apply", "-f", file]);
+    assert!(
+        out.contains("rayservice.ray.io/rayservice-sample configured"),
+        "{out}"
+    );
+    eventually(Duration::from_secs(60), "the new price to answer", || {
+        (env.post("/fruit/", r#"["MANGO", 2]"#) == Ok((200, "8".into()))).then_some(())
+    });
+    eprintln!(
+        "in-place update: new answer {:.2}s after apply",
+        applied_at.elapsed().as_secs_f64()
+    );
+    eventually(Duration::from_secs(60), "MangoStand HEALTHY again", || {
+        let object = env.json(&["get", "rayservice", "rayservice-sample"]);
+        let mango = &object["status"]["activeServiceStatus"]["applicationStatuses"]["fruit_app"]["serveDeploymentStatuses"]
+            ["MangoStand"];
+        (mango["status"] == "HEALTHY" && object["status"]["observedGeneration"] == 2).then_some(())
+    });
+    assert_eq!(clusters(&env).len(), 1);
+    assert_eq!(
+        clusters(&env)[0]["metadata"]["name"],
+        first_cluster.as_str(),
+        "the same cluster keeps serving"
+    );
+    assert_eq!(pids(&env), first_pids, "no new Ray node process");
+    let events = env.ok(&["describe", "rayservice", "rayservice-sample"]);
+    assert!(events.contains("ServeConfigSubmitted"), "{events}");
+
+    // Guide steps 8.1-8.3: worker replicas 1 -> 2 changes the RayService, not the cluster.
+    let two_workers = with_two_workers(&with_price_4(&base));
+    std::fs::write(file, &two_workers).expect("write");
+    let diff = env.ok(&["diff", "-f", file]);
+    assert!(
+        diff.contains("not-rolled-out") && diff.contains("workerGroupSpecs[0].replicas"),
+        "{diff}"
+    );
+    let out = env.ok(&["apply", "-f", file]);
+    assert!(out.contains("configured"), "{out}");
+    let described = eventually(Duration::from_secs(30), "the explanation event", || {
+        let text = env.ok(&["describe", "rayservice", "rayservice-sample"]);
+        text.contains("NotRolledOut").then_some(text)
+    });
+    assert!(
+        described.contains("Replicas:  2"),
+        "the RayService has 2 replicas: {described}"
+    );
+    let now_clusters = clusters(&env);
+    assert_eq!(now_clusters.len(), 1, "no new cluster");
+    assert_eq!(
+        now_clusters[0]["spec"]["workerGroupSpecs"][0]["replicas"], 1,
+        "the RayCluster keeps 1 replica"
+    );
+    assert_eq!(pids(&env), first_pids);
+
+    // Guide steps 8.4-8.7: rayVersion changes: a pending cluster with 2 workers, then the switch.
+    let upgraded = with_ray_version(&two_workers, "2.100.0");
+    std::fs::write(file, &upgraded).expect("write");
+    let diff = env.ok(&["diff", "-f", file]);
+    assert!(
+        diff.contains("upgrade") && diff.contains("rayVersion"),
+        "{diff}"
+    );
+    let applied_at = Instant::now();
+    env.ok(&["apply", "-f", file]);
+    let pending = eventually(Duration::from_secs(60), "a pending cluster", || {
+        let object = env.json(&["get", "rayservice", "rayservice-sample"]);
+        let pending = object["status"]["pendingServiceStatus"]["rayClusterName"]
+            .as_str()?
+            .to_string();
+        (condition(&object, "UpgradeInProgress")["status"] == "True").then_some(pending)
+    });
+    assert_ne!(pending, first_cluster);
+    let listed = env.ok(&["get", "raycluster"]);
+    assert!(
+        listed.contains(&first_cluster) && listed.contains(&pending),
+        "both clusters listed: {listed}"
+    );
+    let pending_spec = clusters(&env)
+        .into_iter()
+        .find(|c| c["metadata"]["name"] == pending.as_str())
+        .expect("pending");
+    assert_eq!(
+        pending_spec["spec"]["workerGroupSpecs"][0]["replicas"], 2,
+        "the new cluster has the 2 workers of step 8.1"
+    );
+    eventually(
+        Duration::from_secs(480),
+        "traffic to move to the new cluster",
+        || {
+            let object = env.json(&["get", "rayservice", "rayservice-sample"]);
+            (object["status"]["activeServiceStatus"]["rayClusterName"] == pending.as_str())
+                .then_some(())
+        },
+    );
+    eprintln!(
+        "upgrade: traffic switched {:.1}s after apply",
+        applied_at.elapsed().as_secs_f64()
+    );
+    let table = env.ok(&["get", "raycluster"]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&pending))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert_eq!(
+        &row.split_whitespace().collect::<Vec<_>>()[1..4],
+        &["2", "2", "ready"],
+        "{table}"
+    );
+
+    // The old cluster stops after rayClusterDeletionDelaySeconds (15 s here).
+    eventually(
+        Duration::from_secs(120),
+        "the old cluster to be removed",
+        || (!env.ok(&["get", "raycluster"]).contains(&first_cluster)).then_some(()),
+    );
+    for pid in &first_pids {
+        assert!(!alive(*pid), "old node {pid} still runs");
+    }
+    let (sent, failures, answers) = load.finish();
+    eprintln!(
+        "load: {sent} requests, answers {answers:?}, failures {}",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed requests, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert!(answers.keys().all(|a| a == "6" || a == "8"), "{answers:?}");
+    assert!(answers.get("8").copied().unwrap_or(0) > 100, "{answers:?}");
+    assert_eq!(
+        env.post("/fruit/", r#"["MANGO", 2]"#).map(|(_, b)| b),
+        Ok("8".into())
+    );
+
+    // upgradeStrategy None: the change is recorded, not rolled out, and the status says so.
+    let none = with_ray_version(&two_workers, "2.101.0").replace(
+        "spec:\n  rayClusterDeletionDelaySeconds",
+        "spec:\n  upgradeStrategy:\n    type: None\n  rayClusterDeletionDelaySeconds",
+    );
+    std::fs::write(file, &none).expect("write");
+    env.ok(&["apply", "-f", file]);
+    let object = eventually(
+        Duration::from_secs(30),
+        "the skipped upgrade in the status",
+        || {
+            let object = env.json(&["get", "rayservice", "rayservice-sample"]);
+            (condition(&object, "UpgradeInProgress")["reason"] == "UpgradeSkipped")
+                .then_some(object)
+        },
+    );
+    assert!(
+        condition(&object, "UpgradeInProgress")["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rayVersion")
+    );
+    assert_eq!(
+        clusters(&env).len(),
+        1,
+        "no new cluster with upgradeStrategy None"
+    );
+}
+
+#[test]
+fn control_plane_killed_during_an_upgrade_resumes_it() {
+    let env = Env::new();
+    let base = example_text();
+    let file = write_yaml(env.home.path(), "service.yaml", &base);
+    let file = file.to_str().expect("utf-8");
+    env.ok(&["apply", "-f", file, "--wait", "--timeout", READY_TIMEOUT]);
+    let first_cluster = clusters(&env)[0]["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+
+    std::fs::write(file, with_ray_version(&base, "2.100.0")).expect("write");
+    env.ok(&["apply", "-f", file]);
+    let kill_server = |env: &Env| {
+        let server = env.server_pid().expect("server runs");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(server),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill -9");
+        eventually(Duration::from_secs(10), "the server to die", || {
+            (!alive(server)).then_some(())
+        });
+    };
+    // Killed right after the pending cluster was created ...
+    let pending = eventually(Duration::from_secs(60), "a pending cluster", || {
+        let object = env.json(&["get", "rayservice", "rayservice-sample"]);
+        object["status"]["pendingServiceStatus"]["rayClusterName"]
+            .as_str()
+            .map(str::to_string)
+    });
+    kill_server(&env);
+    assert_eq!(
+        clusters(&env).len(),
+        2,
+        "restarted: one active and one pending, nothing more"
+    );
+    // ... and again while its applications deploy.
+    eventually(
+        Duration::from_secs(240),
+        "the pending cluster's apps to be deploying",
+        || {
+            let object = env.json(&["get", "rayservice", "rayservice-sample"]);
+            object["status"]["pendingServiceStatus"]["applicationStatuses"]
+                .as_object()
+                .filter(|a| !a.is_empty())
+                .map(|_| ())
+        },
+    );
+    kill_server(&env);
+    let names: Vec<String> = clusters(&env)
+        .iter()
+        .filter_map(|c| c["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(names.len(), 2, "never a second pending cluster: {names:?}");
+    assert!(
+        names.contains(&pending) && names.contains(&first_cluster),
+        "{names:?}"
+    );
+
+    eventually(Duration::from_secs(480), "the upgrade to finish", || {
+        let object = env.json(&["get", "rayservice", "rayservice-sample"]);
+        (object["status"]["activeServiceStatus"]["rayClusterName"] == pending.as_str())
+            .then_some(())
+    });
+    assert_eq!(
+        env.post("/fruit/", r#"["MANGO", 2]"#).map(|(_, b)| b),
+        Ok("6".into())
+    );
+    eventually(
+        Duration::from_secs(120),
+        "the old cluster to be removed",
+        || (clusters(&env).len() == 1).then_some(()),
+    );
+    let describe = env.ok(&["describe", "rayservice", "rayservice-sample"]);
+    for reason in ["ClusterCreated", "TrafficSwitched", "ClusterDeleted"] {
+        assert!(
+            describe.contains(reason),
+            "event {reason} kept across restarts:\n{describe}"
+        );
+    }
+}

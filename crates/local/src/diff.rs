@@ -1,0 +1,249 @@
+//! `rayservice diff`: what an apply would do, computed by the same core decision as the apply,
+//! on the same observed state, without carrying anything out.
+
+use std::collections::BTreeSet;
+
+use rayservice_api::{RayClusterSpec, ServeConfig};
+use rayservice_core::{Action, Decision};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What applying one RayService would do.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DiffReport {
+    /// The RayService.
+    pub name: String,
+    /// `create`, `none`, `in-place`, `upgrade`, `not-rolled-out`, or a combination.
+    pub kinds: Vec<String>,
+    /// One line per thing that changes, for a person.
+    pub lines: Vec<String>,
+}
+
+/// Compares the decision for the current spec with the decision for the new one, both on the
+/// same observation, and explains the difference.
+pub fn explain(
+    name: &str,
+    current: Option<(&ServeConfig, &RayClusterSpec)>,
+    desired: (&ServeConfig, &RayClusterSpec),
+    baseline: &Decision,
+    proposed: &Decision,
+) -> DiffReport {
+    let mut kinds = Vec::new();
+    let mut lines = Vec::new();
+    let Some((old_config, old_cluster)) = current else {
+        let apps: Vec<&str> = desired
+            .0
+            .applications
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect();
+        return DiffReport {
+            name: name.to_string(),
+            kinds: vec!["create".into()],
+            lines: vec![format!(
+                "new RayService: a cluster is started and {} application(s) deployed ({})",
+                apps.len(),
+                apps.join(", ")
+            )],
+        };
+    };
+    let new_actions: Vec<&Action> = proposed
+        .actions
+        .iter()
+        .filter(|a| !baseline.actions.contains(a))
+        .collect();
+    if new_actions
+        .iter()
+        .any(|a| matches!(a, Action::CreateCluster { .. }))
+    {
+        kinds.push("upgrade".to_string());
+        let fields = rayservice_core::hash::fields_forcing_upgrade(old_cluster, desired.1);
+        lines.push(format!(
+            "zero-downtime upgrade: a new cluster is started because {} changed; traffic moves when every application runs on it",
+            if fields.is_empty() { "the cluster spec".to_string() } else { fields.join(", ") }
+        ));
+    }
+    if new_actions
+        .iter()
+        .any(|a| matches!(a, Action::UpdateClusterInPlace { .. }))
+    {
+        kinds.push("in-place".to_string());
+        lines
+            .push("worker groups appended at the end are added to the running cluster".to_string());
+    }
+    for action in &new_actions {
+        if let Action::Event(event) = action {
+            match event.reason.as_str() {
+                "NotRolledOut" | "UpgradeSkipped" => {
+                    kinds.push("not-rolled-out".to_string());
+                    lines.push(format!("not rolled out: {}", event.message));
+                }
+                _ => {}
+            }
+        }
+    }
+    let serve_changes = serve_config_changes(old_config, desired.0);
+    if !serve_changes.is_empty() {
+        if !kinds.iter().any(|k| k == "upgrade") {
+            kinds.push("in-place".to_string());
+            lines.push(
+                "in-place update of the Serve applications on the running cluster:".to_string(),
+            );
+        } else {
+            lines.push("the new cluster gets the new Serve applications:".to_string());
+        }
+        lines.extend(serve_changes.into_iter().map(|c| format!("  {c}")));
+    }
+    if kinds.is_empty() {
+        kinds.push("none".to_string());
+        lines.push("no changes".to_string());
+    }
+    kinds.dedup();
+    DiffReport {
+        name: name.to_string(),
+        kinds,
+        lines,
+    }
+}
+
+/// Which applications and deployments differ between two serve configs, and how.
+pub fn serve_config_changes(old: &ServeConfig, new: &ServeConfig) -> Vec<String> {
+    let mut changes = Vec::new();
+    let old_apps: Vec<&str> = old.applications.iter().map(|a| a.name.as_str()).collect();
+    let new_apps: Vec<&str> = new.applications.iter().map(|a| a.name.as_str()).collect();
+    for app in &new.applications {
+        let Some(before) = old.applications.iter().find(|a| a.name == app.name) else {
+            changes.push(format!("application {} is added", app.name));
+            continue;
+        };
+        let (before_json, after_json) = (to_json(before), to_json(app));
+        if before_json == after_json {
+            continue;
+        }
+        let app_keys = changed_keys(&before_json, &after_json, &["deployments"]);
+        if !app_keys.is_empty() {
+            changes.push(format!(
+                "application {}: {} change",
+                app.name,
+                app_keys.join(", ")
+            ));
+        }
+        for deployment in &app.deployments {
+            match before
+                .deployments
+                .iter()
+                .find(|d| d.name == deployment.name)
+            {
+                None => changes.push(format!(
+                    "application {}: deployment {} is configured",
+                    app.name, deployment.name
+                )),
+                Some(old_deployment) => {
+                    let keys = changed_keys(&to_json(old_deployment), &to_json(deployment), &[]);
+                    if !keys.is_empty() {
+                        changes.push(format!(
+                            "application {}: deployment {}: {} change",
+                            app.name,
+                            deployment.name,
+                            keys.join(", ")
+                        ));
+                    }
+                }
+            }
+        }
+        for old_deployment in &before.deployments {
+            if !app
+                .deployments
+                .iter()
+                .any(|d| d.name == old_deployment.name)
+            {
+                changes.push(format!(
+                    "application {}: deployment {} returns to its defaults",
+                    app.name, old_deployment.name
+                ));
+            }
+        }
+    }
+    for name in old_apps.iter().filter(|n| !new_apps.contains(n)) {
+        changes.push(format!("application {name} is removed"));
+    }
+    let top = changed_keys(&to_json_top(old), &to_json_top(new), &["applications"]);
+    if !top.is_empty() {
+        changes.push(format!("{} change", top.join(", ")));
+    }
+    changes
+}
+
+fn to_json<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+fn to_json_top(config: &ServeConfig) -> Value {
+    config.to_json()
+}
+
+fn changed_keys(before: &Value, after: &Value, skip: &[&str]) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let a = before.as_object().unwrap_or(&empty);
+    let b = after.as_object().unwrap_or(&empty);
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| !skip.contains(&k.as_str()) && a.get(*k) != b.get(*k))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> ServeConfig {
+        ServeConfig::parse(text, "x").expect("valid")
+    }
+
+    const BASE: &str = "applications:\n- name: fruit_app\n  import_path: fruit.deployment_graph\n  route_prefix: /fruit\n  deployments:\n  - name: MangoStand\n    user_config: {price: 3}\n  - name: PearStand\n    user_config: {price: 1}\n- name: math_app\n  import_path: conditional_dag.serve_dag\n  route_prefix: /calc\n";
+
+    #[test]
+    fn names_changed_deployments_and_keys() {
+        let changes = serve_config_changes(
+            &config(BASE),
+            &config(&BASE.replace("price: 3", "price: 4")),
+        );
+        assert_eq!(
+            changes,
+            vec!["application fruit_app: deployment MangoStand: user_config change"]
+        );
+    }
+
+    #[test]
+    fn names_added_removed_and_renamed_apps() {
+        let renamed = BASE.replace("math_app", "calc_app");
+        let changes = serve_config_changes(&config(BASE), &config(&renamed));
+        assert_eq!(
+            changes,
+            vec![
+                "application calc_app is added",
+                "application math_app is removed"
+            ]
+        );
+    }
+
+    #[test]
+    fn same_config_has_no_changes() {
+        assert!(serve_config_changes(&config(BASE), &config(BASE)).is_empty());
+    }
+
+    #[test]
+    fn app_level_and_top_level_keys() {
+        let moved = BASE.replace("route_prefix: /calc", "route_prefix: /math")
+            + "proxy_location: HeadOnly\n";
+        let changes = serve_config_changes(&config(BASE), &config(&moved));
+        assert_eq!(
+            changes,
+            vec![
+                "application math_app: route_prefix change",
+                "proxy_location change"
+            ]
+        );
+    }
+}
