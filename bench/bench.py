@@ -105,6 +105,55 @@ def ours_cold_start(home, keep=False):
     return elapsed
 
 
+def status(env, name="rayservice-sample"):
+    return json.loads(subprocess.check_output([BIN, "get", "rayservice", name, "-o", "json"], env=env))
+
+
+def in_place_and_upgrade(home):
+    """(c) in-place update vs a raw PUT to the same cluster; (d) upgrade vs a cold start."""
+    env = ours_env(home)
+    text = (ROOT / "examples/rayservice-local.yaml").read_text().replace(
+        "working_dir: ./test_dag", f"working_dir: {ROOT / 'examples/test_dag'}").replace(
+        "spec:\n  # A Ray Serve", "spec:\n  rayClusterDeletionDelaySeconds: 5\n  # A Ray Serve")
+    path = pathlib.Path(home) / "svc.yaml"
+    path.write_text(text)
+    subprocess.run([BIN, "apply", "-f", path, "--wait"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    clusters = json.loads(subprocess.check_output([BIN, "get", "raycluster", "-o", "json"], env=env))
+    dashboard = clusters["items"][0]["status"]["endpoints"]["dashboard"]
+    serve = clusters["items"][0]["status"]["endpoints"]["serve"]
+    ours, raw = [], []
+    for price in (4, 5, 6):
+        # ours: edit the file, apply, first answer with the new price through the front endpoint
+        path.write_text(text.replace("price: 3", f"price: {price}"))
+        start = time.monotonic()
+        subprocess.run([BIN, "apply", "-f", path], env=env, check=True, stdout=subprocess.DEVNULL)
+        wait_for(lambda: http("POST", "http://127.0.0.1:38000/fruit/", '["MANGO", 2]')[1] == str(2 * price), 60, "ours")
+        ours.append(time.monotonic() - start)
+        # raw: PUT the running config with another price straight to the dashboard, first answer on the Serve port
+        config = json.loads(http("GET", f"http://127.0.0.1:{dashboard}/api/serve/applications/")[1])
+        apps = [a["deployed_app_config"] for a in config["applications"].values()]
+        raw_price = price + 10
+        for app in apps:
+            for d in app.get("deployments", []):
+                if d["name"] == "MangoStand":
+                    d["user_config"] = {"price": raw_price}
+        body = {"applications": apps, "proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": serve}}
+        start = time.monotonic()
+        http("PUT", f"http://127.0.0.1:{dashboard}/api/serve/applications/", json.dumps(body), timeout=60)
+        wait_for(lambda: http("POST", f"http://127.0.0.1:{serve}/fruit/", '["MANGO", 2]')[1] == str(2 * raw_price), 60, "raw")
+        raw.append(time.monotonic() - start)
+    # (d) upgrade: apply a rayVersion change, until the active cluster is the new one and answers
+    path.write_text(text.replace('rayVersion: "2.60.0"', 'rayVersion: "2.100.0"'))
+    old = status(env)["status"]["activeServiceStatus"]["rayClusterName"]
+    start = time.monotonic()
+    subprocess.run([BIN, "apply", "-f", path], env=env, check=True, stdout=subprocess.DEVNULL)
+    wait_for(lambda: status(env)["status"]["activeServiceStatus"]["rayClusterName"] != old, 600, "switch")
+    wait_for(lambda: http("POST", "http://127.0.0.1:38000/fruit/", '["MANGO", 2]')[1] == "6", 60, "answer after switch")
+    upgrade = time.monotonic() - start
+    subprocess.run([BIN, "down"], env=env, check=True, stderr=subprocess.DEVNULL)
+    return ours, raw, upgrade
+
+
 def main():
     if not PY or not BIN.exists():
         raise SystemExit("set RAYSERVICE_PYTHON and run `cargo build --release` first")
@@ -118,6 +167,17 @@ def main():
     print(f"    plain Ray script   {med(raw):6.2f}   all: {', '.join(f'{x:.2f}' for x in raw)}")
     print(f"    rayservice apply   {med(ours):6.2f}   all: {', '.join(f'{x:.2f}' for x in ours)}")
     print(f"    ratio ours/plain   {med(ours) / med(raw):6.2f}")
+
+    with tempfile.TemporaryDirectory(prefix="rsb") as home:
+        inplace, rawput, upgrade = in_place_and_upgrade(home)
+    print("\n(c) in-place user_config update to first new answer, seconds (median of %d)" % len(inplace))
+    print(f"    raw PUT to the dashboard   {med(rawput):6.2f}   all: {', '.join(f'{x:.2f}' for x in rawput)}")
+    print(f"    rayservice apply           {med(inplace):6.2f}   all: {', '.join(f'{x:.2f}' for x in inplace)}")
+    print(f"    ratio ours/raw             {med(inplace) / med(rawput):6.2f}")
+    print("\n(d) zero-downtime upgrade: apply to traffic switched and answered, against a cold start of one cluster")
+    print(f"    cold start (ours, (a))     {med(ours):6.2f}")
+    print(f"    upgrade                    {upgrade:6.2f}")
+    print(f"    ratio upgrade/cold start   {upgrade / med(ours):6.2f}")
 
     # (b) throughput and latency through the front endpoint vs straight to the Serve port.
     with tempfile.TemporaryDirectory(prefix="rsb") as home:
