@@ -1,6 +1,7 @@
 //! The RayService and RayCluster API (`ray.io/v1`, with `ray.io/v1alpha1` accepted on input):
 //! types, parsing of manifest files, and validation. No I/O.
 
+pub mod crd;
 pub mod error;
 pub mod manifest;
 pub mod serve_config;

@@ -35,7 +35,7 @@ pub struct RayServiceSpec {
     pub serve_config_v2: Option<String>,
     /// The old single-application form (v1alpha1 only); refused by validation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(skip)]
+    #[schemars(schema_with = "crate::crd::preserve_unknown_object")]
     pub serve_config: Option<serde_json::Value>,
     /// The Ray cluster that runs the applications.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,7 +54,7 @@ pub struct RayServiceSpec {
     pub upgrade_strategy: Option<UpgradeStrategy>,
     /// A custom Serve service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(skip)]
+    #[schemars(schema_with = "crate::crd::preserve_unknown_object")]
     pub serve_service: Option<Service>,
     /// Keep the head node out of the Serve service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,6 +73,7 @@ pub struct UpgradeStrategy {
     pub type_: Option<UpgradeType>,
     /// Options of the incremental upgrade; passed through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::crd::preserve_unknown_object")]
     pub cluster_upgrade_options: Option<serde_json::Value>,
 }
 
@@ -110,6 +111,7 @@ pub struct RayClusterSpec {
     pub enable_in_tree_autoscaling: Option<bool>,
     /// Autoscaler options; passed through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::crd::preserve_unknown_object")]
     pub autoscaler_options: Option<serde_json::Value>,
     /// Annotations of the head service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,7 +178,7 @@ pub struct HeadGroupSpec {
     pub service_type: Option<String>,
     /// A custom head service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(skip)]
+    #[schemars(schema_with = "crate::crd::preserve_unknown_object")]
     pub head_service: Option<Service>,
     /// Create an ingress for the head.
     #[serde(default, skip_serializing_if = "Option::is_none")]

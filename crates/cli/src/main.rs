@@ -95,6 +95,8 @@ enum Command {
     Down,
     /// Install the pinned Ray (or check RAYSERVICE_PYTHON) now, showing progress.
     InstallRay,
+    /// Print the RayService and RayCluster CustomResourceDefinitions (ray.io, v1 and v1alpha1).
+    Crd,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -167,6 +169,10 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Server => server(settings).await,
         Command::InstallRay => install_ray(&settings).map(|_| ()),
+        Command::Crd => {
+            print!("{}", rayservice_api::crd::crds_yaml());
+            Ok(())
+        }
         Command::Apply {
             file,
             wait,

@@ -482,7 +482,10 @@ impl Controller {
                     service,
                     EventKind::Warning,
                     "ServeConfigSubmitFailed",
-                    &format!("could not submit to {cluster}: {error}; retrying"),
+                    &format!(
+                        "could not submit to {cluster}: {}; retrying",
+                        summarize(&error.to_string())
+                    ),
                 )?;
             }
         }
@@ -589,6 +592,38 @@ impl Controller {
     }
 }
 
+/// A long error (Ray answers with Python tracebacks) cut to what a person needs: the exception
+/// line of a traceback, and at most 400 characters.
+pub fn summarize(message: &str) -> String {
+    let text = match message.find("Traceback (most recent call last)") {
+        Some(at) => {
+            let head = message[..at].trim_end_matches([' ', ':']);
+            let tail = message[at..]
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or_default();
+            // Tracebacks folded onto one line: keep their last "Error:" part.
+            let tail = tail
+                .rfind("Error:")
+                .map(|i| {
+                    let start = tail[..i].rfind(' ').map_or(0, |s| s + 1);
+                    &tail[start..]
+                })
+                .unwrap_or(tail);
+            format!("{head}: {tail}")
+        }
+        None => message.to_string(),
+    };
+    if text.chars().count() > 400 {
+        let cut: String = text.chars().take(400).collect();
+        format!("{cut}…")
+    } else {
+        text
+    }
+}
+
 /// Route prefixes of a stored RayService's applications.
 pub fn route_prefixes(service: &ServiceRecord) -> Vec<String> {
     service.resolved_spec["serveConfigV2"]
@@ -664,6 +699,17 @@ pub fn rfc3339(seconds: i64) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn long_errors_are_summarized() {
+        let folded = "http://x/api answered HTTP 500: Traceback (most recent call last): File \"a.py\", line 1, in f return g() ray.exceptions.RayTaskError(RuntimeError): boom RuntimeError: Failed to bind to address '127.0.0.1:1'.";
+        assert_eq!(
+            summarize(folded),
+            "http://x/api answered HTTP 500: RuntimeError: Failed to bind to address '127.0.0.1:1'."
+        );
+        assert_eq!(summarize("short"), "short");
+        assert_eq!(summarize(&"x".repeat(1000)).chars().count(), 401);
+    }
 
     #[test]
     fn serve_config_is_adapted_to_one_machine() {
