@@ -218,3 +218,22 @@ fn taken_serve_port_is_reported_and_its_owner_keeps_it() {
     );
     assert!(common::listening(port));
 }
+
+#[test]
+fn ray_is_installed_on_first_use_when_none_is_given() {
+    // The default path: no RAYSERVICE_PYTHON, so the pinned Ray goes into a venv under the state dir.
+    let env = Env::bare();
+    let output = env.run(&["install-ray"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("Ray 2.60.0 ready"), "{stderr}");
+    let venv = env.home.path().join("ray/2.60.0/venv");
+    assert!(
+        venv.join("bin/ray").exists(),
+        "managed venv at {}",
+        venv.display()
+    );
+    // A second call finds it and installs nothing.
+    let again = env.run(&["install-ray"]);
+    assert!(again.status.success());
+}

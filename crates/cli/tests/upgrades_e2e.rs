@@ -433,3 +433,125 @@ fn control_plane_killed_during_an_upgrade_resumes_it() {
         );
     }
 }
+
+/// The greeter service (head-only cluster), with a short deletion delay and the given changes.
+fn greeter_text(ray_version: &str, import_path: &str, greeting: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("crates/cli/tests/fixtures/greeter.yaml"))
+        .expect("fixture");
+    let dir = repo().join("crates/cli/tests/fixtures/greeter");
+    text.replace(
+        "working_dir: ./greeter",
+        &format!("working_dir: {}", dir.display()),
+    )
+    .replace(
+        "spec:\n  serveConfigV2",
+        "spec:\n  rayClusterDeletionDelaySeconds: 5\n  serveConfigV2",
+    )
+    .replace(
+        "rayVersion: \"2.60.0\"",
+        &format!("rayVersion: \"{ray_version}\""),
+    )
+    .replace(
+        "import_path: greet.app",
+        &format!("import_path: {import_path}"),
+    )
+    .replace("greeting: Bonjour", &format!("greeting: {greeting}"))
+}
+
+#[test]
+fn a_bad_new_cluster_never_takes_traffic_and_a_newer_spec_replaces_it() {
+    let env = Env::new();
+    let file = write_yaml(
+        env.home.path(),
+        "greeter.yaml",
+        &greeter_text("2.60.0", "greet.app", "Bonjour"),
+    );
+    let file = file.to_str().expect("utf-8");
+    env.ok(&["apply", "-f", file, "--wait", "--timeout", READY_TIMEOUT]);
+    let greet = |env: &Env| env.post("/hello/", "Ada").map(|(_, body)| body);
+    assert_eq!(greet(&env), Ok("Bonjour, Ada!".into()));
+    let active = |env: &Env| {
+        env.json(&["get", "rayservice", "greeter"])["status"]["activeServiceStatus"]["rayClusterName"].as_str().map(str::to_string)
+    };
+    let first = active(&env).expect("active");
+
+    // An upgrade whose applications fail on the new cluster: traffic stays, the status says why.
+    std::fs::write(
+        file,
+        greeter_text("2.100.0", "greet.no_such_app", "Bonjour"),
+    )
+    .expect("write");
+    env.ok(&["apply", "-f", file]);
+    let object = eventually(
+        Duration::from_secs(300),
+        "the pending cluster's app to fail",
+        || {
+            let object = env.json(&["get", "rayservice", "greeter"]);
+            (object["status"]["pendingServiceStatus"]["applicationStatuses"]["hello_app"]["status"]
+                == "DEPLOY_FAILED")
+                .then_some(object)
+        },
+    );
+    let pending = object["status"]["pendingServiceStatus"]["rayClusterName"]
+        .as_str()
+        .expect("pending")
+        .to_string();
+    let message =
+        object["status"]["pendingServiceStatus"]["applicationStatuses"]["hello_app"]["message"]
+            .to_string();
+    assert!(message.contains("no_such_app"), "{message}");
+    assert_eq!(condition(&object, "UpgradeInProgress")["status"], "True");
+    assert_eq!(
+        condition(&object, "Ready")["status"],
+        "True",
+        "the old cluster still serves"
+    );
+    assert_eq!(active(&env).as_deref(), Some(first.as_str()));
+    assert_eq!(greet(&env), Ok("Bonjour, Ada!".into()));
+
+    // A serve config fix during the upgrade goes to the pending cluster only, which then takes over.
+    std::fs::write(file, greeter_text("2.100.0", "greet.app", "Salut")).expect("write");
+    env.ok(&["apply", "-f", file]);
+    eventually(
+        Duration::from_secs(300),
+        "the fixed pending cluster to take over",
+        || (active(&env).as_deref() == Some(pending.as_str())).then_some(()),
+    );
+    assert_eq!(
+        greet(&env),
+        Ok("Salut, Ada!".into()),
+        "the fix reached the new cluster"
+    );
+    let events = env.ok(&["describe", "rayservice", "greeter"]);
+    assert!(
+        !events.contains("PendingClusterReplaced"),
+        "a serve config change does not replace the pending cluster"
+    );
+
+    // A cluster spec that changes again during an upgrade replaces the pending cluster.
+    std::fs::write(file, greeter_text("2.200.0", "greet.no_such_app", "Salut")).expect("write");
+    env.ok(&["apply", "-f", file]);
+    let doomed = eventually(Duration::from_secs(120), "a new pending cluster", || {
+        let object = env.json(&["get", "rayservice", "greeter"]);
+        object["status"]["pendingServiceStatus"]["rayClusterName"]
+            .as_str()
+            .map(str::to_string)
+    });
+    std::fs::write(file, greeter_text("2.300.0", "greet.app", "Hej")).expect("write");
+    env.ok(&["apply", "-f", file]);
+    eventually(Duration::from_secs(300), "the newest spec to serve", || {
+        (greet(&env) == Ok("Hej, Ada!".into())).then_some(())
+    });
+    let names: Vec<String> = clusters(&env)
+        .iter()
+        .filter_map(|c| c["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        !names.contains(&doomed),
+        "the replaced pending cluster is gone: {names:?}"
+    );
+    assert!(
+        env.ok(&["describe", "rayservice", "greeter"])
+            .contains("PendingClusterReplaced")
+    );
+}
