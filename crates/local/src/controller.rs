@@ -33,6 +33,7 @@ pub struct Controller {
     /// Front endpoint for the dashboard.
     pub dashboard_front: FrontEndpoint,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    service_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     unreachable_since: Mutex<HashMap<String, Timestamp>>,
     http: reqwest::Client,
 }
@@ -72,6 +73,7 @@ impl Controller {
             serve_front,
             dashboard_front,
             wakers: Mutex::new(HashMap::new()),
+            service_locks: Mutex::new(HashMap::new()),
             unreachable_since: Mutex::new(HashMap::new()),
             http,
         })
@@ -138,8 +140,20 @@ impl Controller {
         self.refresh_routes();
     }
 
+    /// The lock that keeps a reconcile and a delete of the same RayService from interleaving.
+    fn service_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.service_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
     /// One reconcile of one RayService; `None` once it is gone.
     async fn reconcile(self: &Arc<Self>, name: &str) -> Result<Option<Duration>, ControllerError> {
+        let lock = self.service_lock(name);
+        let _serialized = lock.lock().await;
         let Some(record) = self.with_store(|s| s.service(name))? else {
             return Ok(None);
         };
@@ -385,6 +399,23 @@ impl Controller {
         Ok(())
     }
 
+    /// Stops and forgets clusters whose RayService no longer exists (a crash during a delete).
+    pub async fn remove_orphans(&self) -> Result<(), ControllerError> {
+        let services: Vec<String> = self
+            .with_store(|s| s.services())?
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        for cluster in self.with_store(|s| s.clusters(None))? {
+            if !services.contains(&cluster.service) {
+                tracing::info!(cluster = %cluster.name, service = %cluster.service, "stopping a cluster whose RayService is gone");
+                self.stop_cluster(&cluster.name).await?;
+                self.with_store(|s| s.remove_cluster(&cluster.name))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Stops a cluster's processes and removes its temp dir.
     async fn stop_cluster(&self, name: &str) -> Result<(), StoreError> {
         let temp_dir = self
@@ -573,6 +604,8 @@ impl Controller {
 
     /// Marks a RayService for deletion and waits until everything it started has stopped.
     pub async fn delete_service(self: &Arc<Self>, name: &str) -> Result<bool, ControllerError> {
+        let lock = self.service_lock(name);
+        let _serialized = lock.lock().await;
         let Some(mut record) = self.with_store(|s| s.service(name))? else {
             return Ok(false);
         };

@@ -151,6 +151,14 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         dashboard_front,
     );
     adopt_running_clusters(&controller);
+    {
+        let controller = controller.clone();
+        tokio::spawn(async move {
+            if let Err(error) = controller.remove_orphans().await {
+                tracing::warn!(%error, "could not remove orphaned clusters");
+            }
+        });
+    }
     controller.refresh_routes();
     for name in controller.service_names() {
         controller.wake(&name);
