@@ -9,6 +9,9 @@ step "install Ray (pinned, cached)"
 RAYSERVICE_PYTHON="$(bash scripts/install-ray.sh)"
 export RAYSERVICE_PYTHON
 
+step "install the Kubernetes control plane for operator tests (built from the Go module proxy, pinned, cached)"
+bash scripts/k8s-control-plane.sh install >/dev/null
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
