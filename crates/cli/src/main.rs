@@ -458,7 +458,7 @@ async fn wait_ready(client: &Client, name: &str, timeout: Duration) -> Result<()
                 timeout.as_secs()
             );
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

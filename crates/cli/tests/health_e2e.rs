@@ -192,3 +192,102 @@ fn nodes_restart_like_pods_and_an_unreachable_cluster_is_replaced() {
     assert!(answers(&env));
     let _ = kill(Pid::from_raw(dashboard), Signal::SIGKILL);
 }
+
+#[test]
+fn an_application_unhealthy_beyond_its_threshold_gets_a_new_cluster() {
+    let env = Env::new();
+    let flag = env.home.path().join("sick-gcs-port");
+    let yaml = format!(
+        r#"apiVersion: ray.io/v1
+kind: RayService
+metadata:
+  name: flaky
+spec:
+  serviceUnhealthySecondThreshold: 10
+  rayClusterDeletionDelaySeconds: 5
+  serveConfigV2: |
+    applications:
+      - name: flaky_app
+        import_path: flaky.app
+        route_prefix: /flaky
+        runtime_env:
+          working_dir: {}
+        deployments:
+          - name: Flaky
+            user_config:
+              flag: {}
+  rayClusterConfig:
+    headGroupSpec:
+      template:
+        spec:
+          containers:
+            - name: ray-head
+              resources:
+                limits: {{cpu: "1", memory: 1Gi}}
+"#,
+        repo().join("crates/cli/tests/fixtures/flaky").display(),
+        flag.display()
+    );
+    let file = write_yaml(env.home.path(), "flaky.yaml", &yaml);
+    env.ok(&[
+        "apply",
+        "-f",
+        file.to_str().expect("utf-8"),
+        "--wait",
+        "--timeout",
+        "8m",
+    ]);
+    let object = env.json(&["get", "rayservice", "flaky"]);
+    let first = object["status"]["activeServiceStatus"]["rayClusterName"]
+        .as_str()
+        .expect("active")
+        .to_string();
+    let clusters = env.json(&["get", "raycluster"]);
+    let gcs_port = clusters["items"][0]["status"]["endpoints"]["gcs-server"]
+        .as_str()
+        .expect("gcs port")
+        .to_string();
+
+    // The app turns unhealthy on this cluster only.
+    std::fs::write(&flag, &gcs_port).expect("write flag");
+    eventually(
+        Duration::from_secs(120),
+        "the app to be seen unhealthy",
+        || {
+            let object = env.json(&["get", "rayservice", "flaky"]);
+            let status = object["status"]["activeServiceStatus"]["applicationStatuses"]["flaky_app"]["status"].clone();
+            (status == "UNHEALTHY" || status == "DEPLOY_FAILED").then_some(())
+        },
+    );
+    eventually(
+        Duration::from_secs(120),
+        "a new cluster for the unhealthy app",
+        || {
+            events_of(&env, "flaky")
+                .contains("ClusterUnhealthy")
+                .then_some(())
+        },
+    );
+    eventually(
+        Duration::from_secs(480),
+        "traffic on a healthy new cluster",
+        || {
+            let object = env.json(&["get", "rayservice", "flaky"]);
+            let active = object["status"]["activeServiceStatus"]["rayClusterName"]
+                .as_str()?
+                .to_string();
+            (active != first && object["status"]["activeServiceStatus"]["applicationStatuses"]["flaky_app"]["status"] == "RUNNING")
+            .then_some(())
+        },
+    );
+    assert_eq!(env.post("/flaky/", "").map(|(_, b)| b), Ok("ok".into()));
+    eventually(
+        Duration::from_secs(120),
+        "the unhealthy cluster to be removed",
+        || (!env.ok(&["get", "raycluster"]).contains(&first)).then_some(()),
+    );
+}
+
+fn events_of(env: &Env, name: &str) -> String {
+    env.ok(&["describe", "rayservice", name])
+}

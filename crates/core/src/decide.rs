@@ -24,7 +24,7 @@ pub const DEFAULT_DEPLOYMENT_UNHEALTHY_SECONDS: i64 = 300;
 pub const DEFAULT_DELETION_DELAY_SECONDS: i64 = 60;
 
 /// How soon to look again while something is changing.
-const BUSY_REQUEUE: Duration = Duration::from_millis(500);
+const BUSY_REQUEUE: Duration = Duration::from_millis(250);
 /// How soon to look again when all is steady (health checks).
 const STEADY_REQUEUE: Duration = Duration::from_secs(2);
 
