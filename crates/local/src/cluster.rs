@@ -91,72 +91,6 @@ impl ClusterLayout {
     }
 }
 
-/// A node's own ports, stored with it so a restarted node keeps them.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct StoredNodePorts {
-    /// Raylet node manager.
-    pub node_manager: u16,
-    /// Object manager.
-    pub object_manager: u16,
-    /// Dashboard agent HTTP.
-    pub dashboard_agent_listen: u16,
-    /// Dashboard agent gRPC.
-    pub dashboard_agent_grpc: u16,
-    /// Runtime env agent.
-    pub runtime_env_agent: u16,
-    /// Metrics export.
-    pub metrics_export: u16,
-    /// Lowest worker port.
-    pub min_worker: u16,
-    /// Highest worker port.
-    pub max_worker: u16,
-}
-
-impl From<NodePorts> for StoredNodePorts {
-    fn from(p: NodePorts) -> Self {
-        StoredNodePorts {
-            node_manager: p.node_manager,
-            object_manager: p.object_manager,
-            dashboard_agent_listen: p.dashboard_agent_listen,
-            dashboard_agent_grpc: p.dashboard_agent_grpc,
-            runtime_env_agent: p.runtime_env_agent,
-            metrics_export: p.metrics_export,
-            min_worker: p.min_worker,
-            max_worker: p.max_worker,
-        }
-    }
-}
-
-impl From<StoredNodePorts> for NodePorts {
-    fn from(p: StoredNodePorts) -> Self {
-        NodePorts {
-            node_manager: p.node_manager,
-            object_manager: p.object_manager,
-            dashboard_agent_listen: p.dashboard_agent_listen,
-            dashboard_agent_grpc: p.dashboard_agent_grpc,
-            runtime_env_agent: p.runtime_env_agent,
-            metrics_export: p.metrics_export,
-            min_worker: p.min_worker,
-            max_worker: p.max_worker,
-        }
-    }
-}
-
-impl StoredNodePorts {
-    fn all(&self) -> Vec<u16> {
-        let mut ports = vec![
-            self.node_manager,
-            self.object_manager,
-            self.dashboard_agent_listen,
-            self.dashboard_agent_grpc,
-            self.runtime_env_agent,
-            self.metrics_export,
-        ];
-        ports.extend(self.min_worker..=self.max_worker);
-        ports
-    }
-}
-
 /// Worker processes per node: Serve replicas, the controller and proxy each take one port.
 const WORKER_PORTS_PER_NODE: u16 = 100;
 
@@ -262,11 +196,10 @@ impl Clusters {
     }
 
     /// Ports of a new node.
-    pub fn allocate_node_ports(&self) -> Result<StoredNodePorts, ClusterError> {
+    pub fn allocate_node_ports(&self) -> Result<NodePorts, ClusterError> {
         let mut allocator = self.ports.lock().unwrap_or_else(|p| p.into_inner());
         allocator
             .node_ports(WORKER_PORTS_PER_NODE)
-            .map(StoredNodePorts::from)
             .map_err(|e| ClusterError::NoPort(e.to_string()))
     }
 
@@ -391,7 +324,7 @@ impl Clusters {
     ) {
         self.reserve_ports(layout.ports());
         for node in &nodes {
-            if let Ok(ports) = serde_json::from_value::<StoredNodePorts>(node.ports.clone()) {
+            if let Ok(ports) = serde_json::from_value::<NodePorts>(node.ports.clone()) {
                 self.reserve_ports(ports.all());
             }
         }
@@ -698,7 +631,7 @@ async fn start_node(
     std::fs::create_dir_all(&log_dir)
         .map_err(|e| format!("cannot create {}: {e}", log_dir.display()))?;
     let log = log_dir.join(format!("{}.log", node.name));
-    let ports = match serde_json::from_value::<StoredNodePorts>(node.ports.clone()) {
+    let ports = match serde_json::from_value::<NodePorts>(node.ports.clone()) {
         Ok(ports) => ports,
         Err(_) => controller
             .clusters
@@ -723,7 +656,7 @@ async fn start_node(
         kind,
         ray_executable: ray.ray.clone(),
         temp_dir: node_dir,
-        ports: ports.clone().into(),
+        ports: ports.clone(),
         ray_start_params: params,
         num_cpus: cpu
             .as_deref()

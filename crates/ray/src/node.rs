@@ -145,7 +145,7 @@ pub struct HeadPorts {
 }
 
 /// Ports every node (head or worker) binds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodePorts {
     /// Raylet's node manager port (`--node-manager-port`).
     pub node_manager: u16,
@@ -163,6 +163,22 @@ pub struct NodePorts {
     pub min_worker: u16,
     /// Highest port of this node's worker processes (`--max-worker-port`).
     pub max_worker: u16,
+}
+
+impl NodePorts {
+    /// Every port the node binds, its worker range included.
+    pub fn all(&self) -> Vec<u16> {
+        let mut ports = vec![
+            self.node_manager,
+            self.object_manager,
+            self.dashboard_agent_listen,
+            self.dashboard_agent_grpc,
+            self.runtime_env_agent,
+            self.metrics_export,
+        ];
+        ports.extend(self.min_worker..=self.max_worker);
+        ports
+    }
 }
 
 /// Whether the node is the head or joins one.
