@@ -97,6 +97,9 @@ enum Command {
     InstallRay,
     /// Print the RayService and RayCluster CustomResourceDefinitions (ray.io, v1 and v1alpha1).
     Crd,
+    /// Run the Kubernetes operator against the cluster of KUBECONFIG (or in-cluster config).
+    /// Today it runs the RayCluster controller; the RayService controller is not written yet.
+    Operator,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -169,6 +172,14 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Server => server(settings).await,
         Command::InstallRay => install_ray(&settings).map(|_| ()),
+        Command::Operator => {
+            let client = kube::Client::try_default().await.context(
+                "cannot reach a Kubernetes API server (set KUBECONFIG, or run in a pod)",
+            )?;
+            eprintln!("rayservice operator: running the RayCluster controller");
+            rayservice_k8s::raycluster::run(client).await;
+            Ok(())
+        }
         Command::Crd => {
             print!("{}", rayservice_api::crd::crds_yaml());
             Ok(())
