@@ -194,8 +194,11 @@ impl<'a> Reconcile<'a> {
             &self.config_hash,
             self.skipped_upgrade.as_deref(),
         );
-        if !status::is_ready(&status) {
+        if !status::is_ready(&status) || status::settling(&status) {
             self.busy();
+        }
+        for event in status::deployment_transitions(&self.observed.status, &status) {
+            self.actions.push(Action::Event(event));
         }
         Decision {
             actions: self.actions,

@@ -152,6 +152,70 @@ pub fn is_ready(status: &RayServiceStatus) -> bool {
         .any(|c| c.type_ == READY && c.status == "True")
 }
 
+/// Whether an application or deployment of the serving cluster is changing (an in-place update):
+/// worth looking again soon.
+pub fn settling(status: &RayServiceStatus) -> bool {
+    status
+        .active_service_status
+        .application_statuses
+        .values()
+        .any(|app| {
+            app.status != "RUNNING"
+                || app
+                    .serve_deployment_statuses
+                    .values()
+                    .any(|d| d.status != "HEALTHY")
+        })
+}
+
+/// Events for deployments of the serving cluster whose status changed after their application
+/// had run (in-place updates, failures, recoveries), e.g. `fruit_app/MangoStand: HEALTHY -> UPDATING`.
+/// The first deployment of a cluster is not narrated deployment by deployment.
+pub fn deployment_transitions(
+    previous: &RayServiceStatus,
+    current: &RayServiceStatus,
+) -> Vec<Event> {
+    let (before, after) = (
+        &previous.active_service_status,
+        &current.active_service_status,
+    );
+    if before.ray_cluster_name.is_none() || before.ray_cluster_name != after.ray_cluster_name {
+        return Vec::new();
+    }
+    let mut events = Vec::new();
+    for (app_name, app) in &after.application_statuses {
+        let Some(old_app) = before.application_statuses.get(app_name) else {
+            continue;
+        };
+        if old_app.health_last_update_time.is_none() {
+            continue;
+        }
+        for (name, deployment) in &app.serve_deployment_statuses {
+            let Some(old) = old_app.serve_deployment_statuses.get(name) else {
+                continue;
+            };
+            if old.status != deployment.status {
+                let kind = if matches!(deployment.status.as_str(), "UNHEALTHY" | "DEPLOY_FAILED") {
+                    EventKind::Warning
+                } else {
+                    EventKind::Normal
+                };
+                let mut message =
+                    format!("{app_name}/{name}: {} -> {}", old.status, deployment.status);
+                if !deployment.message.is_empty() {
+                    message.push_str(&format!(" ({})", deployment.message));
+                }
+                events.push(Event {
+                    kind,
+                    reason: "DeploymentStatusChanged".into(),
+                    message,
+                });
+            }
+        }
+    }
+    events
+}
+
 /// The answer for a spec the core cannot act on: nothing changes, status and an event say why.
 pub fn invalid(desired: &Desired<'_>, observed: &Observed, error: &FieldError) -> Decision {
     let mut status = observed.status.clone();

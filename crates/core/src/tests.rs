@@ -863,3 +863,48 @@ fn traffic_waits_until_the_serve_proxy_routes_every_app() {
     world.step();
     assert_eq!(world.routed_to.as_deref(), Some(new.as_str()));
 }
+
+#[test]
+fn an_in_place_update_is_narrated_deployment_by_deployment() {
+    let mut world = World::serving();
+    assert!(
+        world.events.is_empty(),
+        "the first deployment is not narrated"
+    );
+    let active = world.active().expect("active");
+    world.edit(|s| s.serve_config_v2 = Some(CONFIG.replace("price: 3", "price: 4")));
+    world.step();
+    if let ServeObservation::Reachable { applications, .. } = &mut world.cluster_mut(&active).serve
+    {
+        applications[0].status = "RUNNING".into();
+        applications[0].deployments = vec![("MangoStand".into(), "UPDATING".into(), String::new())];
+    }
+    let first = world.step();
+    assert!(
+        first.is_empty()
+            || world
+                .events
+                .iter()
+                .all(|e| e.reason == "DeploymentStatusChanged")
+    );
+    world.ray_settles(&active, "RUNNING");
+    world.step();
+    let narrated: Vec<&str> = world
+        .events
+        .iter()
+        .filter(|e| e.reason == "DeploymentStatusChanged")
+        .map(|e| e.message.as_str())
+        .collect();
+    assert_eq!(
+        narrated,
+        vec![
+            "fruit_app/MangoStand: HEALTHY -> UPDATING",
+            "fruit_app/MangoStand: UPDATING -> HEALTHY"
+        ]
+    );
+    assert_eq!(
+        world.condition("Ready").0,
+        "True",
+        "still Ready while a deployment updates in place"
+    );
+}
