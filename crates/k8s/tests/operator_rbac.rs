@@ -3,90 +3,26 @@
 //! kube-controller-manager from `scripts/k8s-control-plane.sh`) authenticated only with a token
 //! of the `rayservice-operator` service account.
 
-use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 use kube::config::AuthInfo;
-use kube::{Client, ResourceExt};
 use rayservice_api::{RayCluster, RayClusterSpec};
 use serde_json::json;
+
+mod common;
+
+use common::{AbortOnDrop, ControlPlane, eventually, node_type, repo_root};
 
 const OPERATOR_NS: &str = "rayservice-system";
 const OPERATOR_SA: &str = "rayservice-operator";
 const TEST_NS: &str = "rbac-test";
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn script() -> PathBuf {
-    repo_root().join("scripts/k8s-control-plane.sh")
-}
-
-fn run_script(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("bash")
-        .arg(script())
-        .args(args)
-        .output()
-        .with_context(|| format!("running k8s-control-plane.sh {args:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "k8s-control-plane.sh {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8(out.stdout)?.trim().to_string())
-}
-
-/// Stops the control plane when dropped, also when the test fails.
-struct ControlPlane {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    kubeconfig: PathBuf,
-}
-
 impl ControlPlane {
-    fn start() -> anyhow::Result<Self> {
-        let bin = PathBuf::from(run_script(&["install"])?);
-        let dir = tempfile::Builder::new()
-            .prefix("rayservice-k8s-rbac-")
-            .tempdir()?;
-        let mut cp = ControlPlane {
-            dir,
-            bin,
-            kubeconfig: PathBuf::new(),
-        };
-        let dir = cp.dir.path().to_str().context("tempdir path")?.to_string();
-        cp.kubeconfig = PathBuf::from(run_script(&["start", &dir, "--with-controller-manager"])?);
-        Ok(cp)
-    }
-
-    /// Runs kubectl as the admin; returns (success, stdout, stderr).
-    fn kubectl_raw(&self, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
-        let out = Command::new(self.bin.join("kubectl"))
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .output()?;
-        Ok((
-            out.status.success(),
-            String::from_utf8(out.stdout)?,
-            String::from_utf8(out.stderr)?,
-        ))
-    }
-
-    fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
-        let (ok, stdout, stderr) = self.kubectl_raw(args)?;
-        ensure!(ok, "kubectl {args:?}: {stderr}");
-        Ok(stdout)
-    }
-
     /// `kubectl auth can-i` as the operator's service account: exits 0 with "yes" or 1 with "no".
     fn operator_can(&self, verb: &str, resource: &str, namespace: &str) -> anyhow::Result<bool> {
         let user = format!("system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}");
@@ -111,47 +47,6 @@ impl ControlPlane {
             "no" => Ok(false),
             other => bail!("kubectl auth can-i {verb} {resource}: {other:?} {stderr}"),
         }
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        if let Some(dir) = self.dir.path().to_str() {
-            let _ = Command::new("bash")
-                .arg(script())
-                .args(["stop", dir])
-                .status();
-        }
-    }
-}
-
-/// Aborts the controller task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Polls `check` every 200 ms until it returns `Some`, or fails after `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<Option<T>>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut last_err = None;
-    loop {
-        match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last_err = Some(e),
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what} (last error: {last_err:?})");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -181,13 +76,6 @@ fn spec() -> anyhow::Result<RayClusterSpec> {
             "template": {"spec": {"containers": [container("ray-worker", "1")]}}
         }]
     }))?)
-}
-
-fn node_type(p: &Pod) -> &str {
-    p.labels()
-        .get("ray.io/node-type")
-        .map(String::as_str)
-        .unwrap_or("")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

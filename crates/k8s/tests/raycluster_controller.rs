@@ -3,12 +3,9 @@
 //! the kubelet by patching pod status).
 
 use std::collections::BTreeSet;
-use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -16,107 +13,9 @@ use kube::{Client, ResourceExt};
 use rayservice_api::{RayCluster, RayClusterSpec};
 use serde_json::json;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
 
-fn script() -> PathBuf {
-    repo_root().join("scripts/k8s-control-plane.sh")
-}
-
-fn run_script(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("bash")
-        .arg(script())
-        .args(args)
-        .output()
-        .with_context(|| format!("running k8s-control-plane.sh {args:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "k8s-control-plane.sh {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8(out.stdout)?.trim().to_string())
-}
-
-/// Stops the control plane when dropped, also when the test fails.
-struct ControlPlane {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl ControlPlane {
-    fn start() -> anyhow::Result<Self> {
-        let bin = PathBuf::from(run_script(&["install"])?);
-        let dir = tempfile::Builder::new()
-            .prefix("rayservice-k8s-")
-            .tempdir()?;
-        let mut cp = ControlPlane {
-            dir,
-            bin,
-            kubeconfig: PathBuf::new(),
-        };
-        let dir = cp.dir.path().to_str().context("tempdir path")?.to_string();
-        cp.kubeconfig = PathBuf::from(run_script(&["start", &dir, "--with-controller-manager"])?);
-        Ok(cp)
-    }
-
-    fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new(self.bin.join("kubectl"))
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8(out.stdout)?)
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        if let Some(dir) = self.dir.path().to_str() {
-            let _ = Command::new("bash")
-                .arg(script())
-                .args(["stop", dir])
-                .status();
-        }
-    }
-}
-
-/// Aborts the controller task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Polls `check` every 200 ms until it returns `Some`, or fails after `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<Option<T>>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut last_err = None;
-    loop {
-        match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last_err = Some(e),
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what} (last error: {last_err:?})");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+use common::{AbortOnDrop, ControlPlane, eventually, node_type, repo_root};
 
 fn worker_group(replicas: i32, workers_to_delete: &[String]) -> serde_json::Value {
     json!({
@@ -154,13 +53,6 @@ fn sample_spec() -> anyhow::Result<RayClusterSpec> {
         },
         "workerGroupSpecs": [worker_group(1, &[])]
     }))?)
-}
-
-fn node_type(p: &Pod) -> &str {
-    p.labels()
-        .get("ray.io/node-type")
-        .map(String::as_str)
-        .unwrap_or("")
 }
 
 async fn ray_pods(pods: &Api<Pod>, cluster: &str) -> anyhow::Result<Vec<Pod>> {
