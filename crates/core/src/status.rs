@@ -93,7 +93,12 @@ pub fn build(
         (Some(a), Some(p)) => (
             true,
             "BothActivePendingClustersExist",
-            format!("{} serves while {} is prepared", a.name, p.name),
+            format!(
+                "{} serves while {} is prepared; {}",
+                a.name,
+                p.name,
+                starting_message(p, &pending)
+            ),
         ),
         (None, _) => (
             false,

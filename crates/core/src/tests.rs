@@ -490,6 +490,18 @@ fn a_bad_pending_cluster_never_takes_traffic() {
         world.status.pending_service_status.application_statuses["fruit_app"].status,
         "DEPLOY_FAILED"
     );
+    let upgrading = world
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "UpgradeInProgress")
+        .expect("condition");
+    assert!(
+        upgrading.message.contains("DEPLOY_FAILED")
+            && upgrading.message.contains("No module named"),
+        "{}",
+        upgrading.message
+    );
 }
 
 #[test]
