@@ -501,6 +501,11 @@ fn a_bad_new_cluster_never_takes_traffic_and_a_newer_spec_replaces_it() {
             .to_string();
     assert!(message.contains("no_such_app"), "{message}");
     assert_eq!(condition(&object, "UpgradeInProgress")["status"], "True");
+    let why = condition(&object, "UpgradeInProgress")["message"].to_string();
+    assert!(
+        why.contains("DEPLOY_FAILED") && why.contains("no_such_app"),
+        "the status says why: {why}"
+    );
     assert_eq!(
         condition(&object, "Ready")["status"],
         "True",
