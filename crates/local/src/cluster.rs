@@ -130,7 +130,8 @@ pub struct Clusters {
     ports: Mutex<PortAllocator>,
 }
 
-fn random_suffix() -> String {
+/// A random 5-character name suffix, from Kubernetes' `generateName` alphabet.
+pub fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
     (0..5)
@@ -204,7 +205,7 @@ impl Clusters {
     }
 
     /// Chooses ports and a temp dir for a new cluster.
-    pub fn plan(&self, _name: &str) -> Result<ClusterLayout, ClusterError> {
+    pub fn plan(&self) -> Result<ClusterLayout, ClusterError> {
         let base = std::env::temp_dir().join(format!("rsvc-{}", nix::unistd::getuid()));
         std::fs::create_dir_all(&base).map_err(|source| ClusterError::TempDir {
             path: base.display().to_string(),
@@ -236,26 +237,18 @@ impl Clusters {
         &self,
         controller: Arc<Controller>,
         name: &str,
-        service: &str,
         spec: &RayClusterSpec,
         layout: &ClusterLayout,
     ) {
         self.lock().entry(name.to_string()).or_default();
-        let head_name = format!("{name}-head-{}", random_suffix());
-        let node = NodeRecord {
-            name: head_name,
-            cluster: name.to_string(),
-            node_type: "head".into(),
-            group: "headgroup".into(),
-            pid: None,
-            started_at: now().as_second(),
-            restarts: 0,
-            log_path: String::new(),
-            ports: serde_json::Value::Null,
-        };
+        let node = NodeRecord::new_node(
+            name,
+            "head",
+            "headgroup",
+            format!("{name}-head-{}", random_suffix()),
+        );
         supervise(controller.clone(), node, None);
         let name = name.to_string();
-        let service = service.to_string();
         let spec = spec.clone();
         let layout = layout.clone();
         tokio::spawn(async move {
@@ -268,13 +261,9 @@ impl Clusters {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            controller.clusters.start_missing_workers(
-                controller.clone(),
-                &name,
-                &service,
-                &spec,
-                &layout,
-            );
+            controller
+                .clusters
+                .start_missing_workers(controller.clone(), &name, &spec);
         });
     }
 
@@ -283,9 +272,7 @@ impl Clusters {
         &self,
         controller: Arc<Controller>,
         name: &str,
-        _service: &str,
         spec: &RayClusterSpec,
-        _layout: &ClusterLayout,
     ) {
         let existing: Vec<(String, String)> = controller
             .with_store(|s| s.nodes(Some(name)))
@@ -299,17 +286,12 @@ impl Clusters {
                 .filter(|(g, _)| *g == group.group_name)
                 .count() as i32;
             for _ in have..group.desired_replicas() {
-                let node = NodeRecord {
-                    name: format!("{name}-worker-{}-{}", group.group_name, random_suffix()),
-                    cluster: name.to_string(),
-                    node_type: "worker".into(),
-                    group: group.group_name.clone(),
-                    pid: None,
-                    started_at: now().as_second(),
-                    restarts: 0,
-                    log_path: String::new(),
-                    ports: serde_json::Value::Null,
-                };
+                let node = NodeRecord::new_node(
+                    name,
+                    "worker",
+                    &group.group_name,
+                    format!("{name}-worker-{}-{}", group.group_name, random_suffix()),
+                );
                 supervise(controller.clone(), node, None);
             }
         }

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
-use rand::Rng;
 use rayservice_api::{RayService, RayServiceSpec, RayServiceStatus, ServeConfig};
 use rayservice_core::{
     Action, Decision, Desired, EventKind, NodesObservation, Observed, ObservedApp, ObservedCluster,
@@ -41,14 +40,6 @@ pub struct Controller {
 /// Now, from the system clock.
 pub fn now() -> Timestamp {
     Timestamp::now()
-}
-
-fn fresh_suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut rng = rand::rng();
-    (0..5)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
 }
 
 impl Controller {
@@ -169,7 +160,9 @@ impl Controller {
             serde_json::from_value(record.status.clone()).unwrap_or_default();
         let generation = object.metadata.generation.unwrap_or(1);
 
-        let observed = self.observe_service(name, status, fresh_suffix()).await?;
+        let observed = self
+            .observe_service(name, status, crate::cluster::random_suffix())
+            .await?;
         let desired = Desired {
             name,
             generation,
@@ -182,7 +175,7 @@ impl Controller {
         } = rayservice_core::reconcile(&desired, &observed);
 
         for action in actions {
-            self.carry_out(name, &spec, action).await?;
+            self.carry_out(name, action).await?;
         }
         self.fill_cluster_details(&mut status);
         let status_json = serde_json::to_value(&status).map_err(ControllerError::decode)?;
@@ -316,7 +309,6 @@ impl Controller {
     async fn carry_out(
         self: &Arc<Self>,
         service: &str,
-        spec: &RayServiceSpec,
         action: Action,
     ) -> Result<(), ControllerError> {
         match action {
@@ -325,7 +317,7 @@ impl Controller {
                 spec: cluster_spec,
                 spec_hash,
             } => {
-                let layout = self.clusters.plan(&name)?;
+                let layout = self.clusters.plan()?;
                 let record = ClusterRecord {
                     name: name.clone(),
                     service: service.to_string(),
@@ -339,7 +331,7 @@ impl Controller {
                 };
                 self.with_store(|s| s.put_cluster(&record))?;
                 self.clusters
-                    .start(self.clone(), &name, service, &cluster_spec, &layout);
+                    .start(self.clone(), &name, &cluster_spec, &layout);
             }
             Action::UpdateClusterInPlace {
                 name,
@@ -353,15 +345,8 @@ impl Controller {
                     serde_json::to_value(&*cluster_spec).map_err(ControllerError::decode)?;
                 record.spec_hash = spec_hash;
                 self.with_store(|s| s.put_cluster(&record))?;
-                if let Ok(layout) = serde_json::from_value::<ClusterLayout>(record.layout.clone()) {
-                    self.clusters.start_missing_workers(
-                        self.clone(),
-                        &name,
-                        service,
-                        &cluster_spec,
-                        &layout,
-                    );
-                }
+                self.clusters
+                    .start_missing_workers(self.clone(), &name, &cluster_spec);
             }
             Action::SubmitServeConfig {
                 cluster,
@@ -395,7 +380,6 @@ impl Controller {
                 &event.message,
             )?,
         }
-        let _ = spec;
         Ok(())
     }
 

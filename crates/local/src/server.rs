@@ -270,21 +270,13 @@ fn adopt_running_clusters(controller: &Arc<Controller>) {
             controller
                 .clusters
                 .adopt(controller.clone(), nodes, &layout);
-            controller.clusters.start_missing_workers(
-                controller.clone(),
-                &cluster.name,
-                &cluster.service,
-                &spec,
-                &layout,
-            );
+            controller
+                .clusters
+                .start_missing_workers(controller.clone(), &cluster.name, &spec);
         } else {
-            controller.clusters.start(
-                controller.clone(),
-                &cluster.name,
-                &cluster.service,
-                &spec,
-                &layout,
-            );
+            controller
+                .clusters
+                .start(controller.clone(), &cluster.name, &spec, &layout);
         }
     }
 }

@@ -89,6 +89,23 @@ pub struct NodeRecord {
     pub ports: serde_json::Value,
 }
 
+impl NodeRecord {
+    /// A node of `cluster` not started yet: no pid, ports chosen when it first starts.
+    pub fn new_node(cluster: &str, node_type: &str, group: &str, name: String) -> NodeRecord {
+        NodeRecord {
+            name,
+            cluster: cluster.to_string(),
+            node_type: node_type.to_string(),
+            group: group.to_string(),
+            pid: None,
+            started_at: 0,
+            restarts: 0,
+            log_path: String::new(),
+            ports: serde_json::Value::Null,
+        }
+    }
+}
+
 /// An event as stored; repeated ones are counted.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EventRecord {
