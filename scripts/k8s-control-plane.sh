@@ -170,7 +170,8 @@ port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 free_port() {
   local p
   for _ in $(seq 1 200); do
-    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 30000 ))
+    # Below 32768: the kernel hands out ephemeral ports (outgoing connections) above it.
+    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 12000 ))
     case " ${taken_ports:-} " in *" $p "*) continue ;; esac
     if ! port_in_use "$p"; then taken_ports="${taken_ports:-} $p"; echo "$p"; return 0; fi
   done
