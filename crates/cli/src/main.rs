@@ -3,6 +3,7 @@
 mod output;
 
 use std::io::{IsTerminal, Read};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -97,9 +98,36 @@ enum Command {
     InstallRay,
     /// Print the RayService and RayCluster CustomResourceDefinitions (ray.io, v1 and v1alpha1).
     Crd,
-    /// Run the Kubernetes operator against the cluster of KUBECONFIG (or in-cluster config).
-    /// Today it runs the RayCluster controller; the RayService controller is not written yet.
-    Operator,
+    /// Run the Kubernetes operator against the cluster of KUBECONFIG (or in-cluster config): its
+    /// controllers run while this replica holds the leader lease; /metrics, /healthz and /readyz
+    /// are served on --probe-addr.
+    Operator(OperatorArgs),
+}
+
+#[derive(clap::Args)]
+struct OperatorArgs {
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, default_value = "0.0.0.0:8082")]
+    probe_addr: SocketAddr,
+    /// Run the controllers only while holding the leader Lease, so that one replica is active
+    /// (`--leader-elect=false` to run them at once).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    leader_elect: bool,
+    /// Namespace of the leader Lease [default: the pod's namespace, else `default`].
+    #[arg(long)]
+    leader_election_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "rayservice-operator")]
+    leader_election_id: String,
+    /// Log lines as text or as JSON objects (filter: RAYSERVICE_LOG, default `info`).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -137,17 +165,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("RAYSERVICE_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(if matches!(cli.command, Command::Server) {
-                "info"
-            } else {
-                "warn"
-            })
+            tracing_subscriber::EnvFilter::new(
+                if matches!(cli.command, Command::Server | Command::Operator(_)) {
+                    "info"
+                } else {
+                    "warn"
+                },
+            )
         });
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match &cli.command {
+        Command::Operator(OperatorArgs {
+            log_format: LogFormat::Json,
+            ..
+        }) => logs.json().init(),
+        _ => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -172,14 +207,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Server => server(settings).await,
         Command::InstallRay => install_ray(&settings).map(|_| ()),
-        Command::Operator => {
-            let client = kube::Client::try_default().await.context(
-                "cannot reach a Kubernetes API server (set KUBECONFIG, or run in a pod)",
-            )?;
-            eprintln!("rayservice operator: running the RayCluster controller");
-            rayservice_k8s::raycluster::run(client).await;
-            Ok(())
-        }
+        Command::Operator(args) => operator(args).await,
         Command::Crd => {
             print!("{}", rayservice_api::crd::crds_yaml());
             Ok(())
@@ -235,6 +263,102 @@ async fn server(settings: Settings) -> Result<()> {
         let _ = std::fs::write(path, error.to_string());
     }
     result.map_err(|e| anyhow!(e))
+}
+
+/// The operator: probes at once, the controllers once this replica leads. Returns an error when
+/// leadership is lost (so that Kubernetes restarts the pod), `Ok` after SIGTERM or Ctrl-C, having
+/// released the lease.
+async fn operator(args: OperatorArgs) -> Result<()> {
+    use rayservice_k8s::operate::{self, LeaderElector, Metrics};
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = sigterm.recv() => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "interrupt",
+        }
+    };
+    tokio::pin!(shutdown);
+
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot reach a Kubernetes API server (set KUBECONFIG, or run in a pod)")?;
+    let metrics = Metrics::new();
+    let (ready, ready_rx) = tokio::sync::watch::channel(false);
+    let listener = tokio::net::TcpListener::bind(args.probe_addr)
+        .await
+        .with_context(|| format!("cannot listen on --probe-addr {}", args.probe_addr))?;
+    tracing::info!(addr = %args.probe_addr, "serving /metrics, /healthz and /readyz");
+    let mut probes = tokio::spawn(operate::serve_probes(listener, metrics.clone(), ready_rx));
+
+    let elector = args.leader_elect.then(|| {
+        let namespace = args
+            .leader_election_namespace
+            .clone()
+            .or_else(operate::in_cluster_namespace)
+            .unwrap_or_else(|| "default".to_string());
+        LeaderElector::new(
+            client.clone(),
+            namespace,
+            &args.leader_election_id,
+            operate::default_identity(),
+        )
+    });
+    if let Some(elector) = &elector {
+        tracing::info!(lease = %elector.lease(), identity = %elector.identity(), "waiting for leadership");
+        tokio::select! {
+            acquired = elector.acquire() => acquired.context("leader election")?,
+            signal = &mut shutdown => {
+                tracing::info!(signal, "stopping before leading");
+                probes.abort();
+                return Ok(());
+            }
+        }
+    }
+    metrics.set_leader(true);
+    ready.send_replace(true);
+
+    // The controllers of the operator, all run here.
+    let controllers = async {
+        tokio::join!(
+            rayservice_k8s::raycluster::run(client.clone(), metrics.clone()),
+            async {
+                if let Err(error) =
+                    rayservice_k8s::rayservice::run(client.clone(), metrics.clone()).await
+                {
+                    tracing::error!(%error, "the RayService controller could not start");
+                }
+            },
+        )
+    };
+    let lost = async {
+        match &elector {
+            Some(elector) => elector.hold().await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        _ = controllers => Err(anyhow!("the controllers stopped")),
+        error = lost => Err(anyhow!(error)),
+        served = &mut probes => Err(match served {
+            Ok(Err(error)) => anyhow!(error),
+            _ => anyhow!("the probe server stopped"),
+        }),
+        signal = &mut shutdown => {
+            tracing::info!(signal, "shutting down");
+            Ok(())
+        }
+    };
+    ready.send_replace(false);
+    metrics.set_leader(false);
+    if let (Ok(()), Some(elector)) = (&outcome, &elector)
+        && let Err(error) = elector.release().await
+    {
+        tracing::warn!(%error, "could not release the lease; a successor waits for it to expire");
+    }
+    probes.abort();
+    outcome
 }
 
 fn install_ray(settings: &Settings) -> Result<rayservice_ray::install::RayRuntime> {
@@ -735,5 +859,18 @@ mod tests {
         assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn helm_chart_crds_are_current() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/helm/rayservice-operator/crds/ray.io_crds.yaml");
+        let chart = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            chart == rayservice_api::crd::crds_yaml(),
+            "{} is stale: run `cargo run -p rayservice -- crd > {}`",
+            path.display(),
+            "deploy/helm/rayservice-operator/crds/ray.io_crds.yaml"
+        );
     }
 }

@@ -35,6 +35,12 @@ pub const LABEL_GROUP: &str = "ray.io/group";
 pub const LABEL_IDENTIFIER: &str = "ray.io/identifier";
 /// `ray.io/is-ray-node`: `yes` on every Ray pod.
 pub const LABEL_IS_RAY_NODE: &str = "ray.io/is-ray-node";
+/// `ray.io/originated-from-cr-name`: the RayService a RayCluster (and its pods) was made for.
+pub const LABEL_ORIGIN_NAME: &str = "ray.io/originated-from-cr-name";
+/// `ray.io/originated-from-crd`: `RayService` on a RayService's clusters and their pods.
+pub const LABEL_ORIGIN_CRD: &str = "ray.io/originated-from-crd";
+/// `ray.io/serve`: `true` on a pod whose Serve proxy answers `/-/healthz`.
+pub const LABEL_SERVE: &str = "ray.io/serve";
 /// The group label value of the head pod (as in KubeRay).
 pub const HEAD_GROUP: &str = "headgroup";
 /// Ports of a head node, by KubeRay's names.
@@ -283,6 +289,13 @@ fn build_pod(
     let owner = owner_reference(rc)?;
     let tmeta = template.metadata.clone().unwrap_or_default();
     let mut labels = tmeta.labels.clone().unwrap_or_default();
+    // A RayService's clusters carry where they came from; their pods do too (as in KubeRay),
+    // so the RayService controller hears of its pods.
+    for key in [LABEL_ORIGIN_NAME, LABEL_ORIGIN_CRD] {
+        if let Some(value) = rc.metadata.labels.as_ref().and_then(|l| l.get(key)) {
+            labels.insert(key.to_string(), value.clone());
+        }
+    }
     labels.extend(node_labels(&cluster, node, group));
     let mut spec: PodSpec = template.spec.clone().unwrap_or_default();
     let first = spec
@@ -407,7 +420,8 @@ pub fn service_endpoints(svc: &Service) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-fn label<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
+/// A pod's label value.
+pub fn label<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
     pod.metadata
         .labels
         .as_ref()
@@ -415,7 +429,8 @@ fn label<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-fn is_terminating(pod: &Pod) -> bool {
+/// Whether the pod is being deleted.
+pub fn is_terminating(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_some()
 }
 

@@ -2,11 +2,16 @@
 //!
 //! - [`build`]: the desired objects of a RayCluster (pods, head service, worker diff, status),
 //!   pure and without a client.
+//! - [`operate`]: metrics, health and readiness probes, leader election.
 //! - [`raycluster`]: the RayCluster controller against a real API server (`kube::runtime`).
+//! - [`rayservice`]: the RayService controller, the Kubernetes platform of the shared core.
 
 #![warn(missing_docs)]
 
 pub mod build;
+pub mod events;
+pub mod operate;
 pub mod raycluster;
+pub mod rayservice;
 
 pub use raycluster::{Context, Error, FIELD_MANAGER, error_policy, reconcile, run};

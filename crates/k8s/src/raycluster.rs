@@ -4,7 +4,7 @@
 //! Pods and Services it owns); a long safety requeue only.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -16,6 +16,7 @@ use rand::Rng;
 use rayservice_api::RayCluster;
 
 use crate::build::{self, BuildError, LABEL_CLUSTER, LABEL_IS_RAY_NODE, LABEL_NODE_TYPE};
+use crate::operate::Metrics;
 
 /// The field manager of every server-side apply of the operator.
 pub const FIELD_MANAGER: &str = "rayservice-operator";
@@ -177,8 +178,9 @@ pub fn error_policy(cluster: Arc<RayCluster>, error: &Error, _ctx: Arc<Context>)
     Action::requeue(ERROR_REQUEUE)
 }
 
-/// Runs the RayCluster controller over all namespaces until the stream ends.
-pub async fn run(client: Client) {
+/// Runs the RayCluster controller over all namespaces until the stream ends, recording every
+/// reconcile in `metrics` (controller `raycluster`).
+pub async fn run(client: Client, metrics: Metrics) {
     let clusters: Api<RayCluster> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     let services: Api<Service> = Api::all(client.clone());
@@ -189,7 +191,20 @@ pub async fn run(client: Client) {
             watcher::Config::default().labels(&format!("{LABEL_IS_RAY_NODE}=yes")),
         )
         .owns(services, watcher::Config::default().labels(LABEL_CLUSTER))
-        .run(reconcile, error_policy, ctx)
+        .run(
+            move |cluster, ctx| {
+                let metrics = metrics.clone();
+                async move {
+                    let started = Instant::now();
+                    let result = reconcile(cluster, ctx).await;
+                    let seconds = started.elapsed().as_secs_f64();
+                    metrics.reconciled("raycluster", result.is_ok(), seconds);
+                    result
+                }
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => tracing::debug!(cluster = %obj.name, "reconciled"),

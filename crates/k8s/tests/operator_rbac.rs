@@ -1,5 +1,6 @@
-//! The operator's ClusterRole (`deploy/manifests/operator.yaml`) is enough, and no more than
-//! asked for: the RayCluster controller runs against a real API server (etcd + kube-apiserver +
+//! The operator's RBAC (`deploy/manifests/operator.yaml`: the ClusterRole, and the Role for its
+//! leader-election Lease) is enough, and no more than asked for: leader election and the
+//! RayCluster controller run against a real API server (etcd + kube-apiserver +
 //! kube-controller-manager from `scripts/k8s-control-plane.sh`) authenticated only with a token
 //! of the `rayservice-operator` service account.
 
@@ -7,14 +8,15 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 use kube::config::AuthInfo;
-use rayservice_api::{RayCluster, RayClusterSpec};
+use rayservice_api::{RayCluster, RayClusterSpec, RayService};
+use rayservice_k8s::operate::{LeaderElector, OperateError};
 use serde_json::json;
 
 mod common;
+mod standin;
 
 use common::{AbortOnDrop, ControlPlane, eventually, node_type, repo_root};
 
@@ -81,42 +83,9 @@ fn spec() -> anyhow::Result<RayClusterSpec> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_clusterrole_is_minimal_and_sufficient() -> anyhow::Result<()> {
     let cp = ControlPlane::start()?;
-    let admin_config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&cp.kubeconfig)?,
-        &Default::default(),
-    )
-    .await?;
+    let admin_config = cp.admin_config().await?;
     let admin = Client::try_from(admin_config.clone())?;
-
-    // CRDs, server-side, then wait for Established (polling: `kubectl wait` fails before the
-    // status exists).
-    let crds = repo_root().join("deploy/crds/ray.io_crds.yaml");
-    cp.kubectl(&[
-        "apply",
-        "--server-side",
-        "-f",
-        crds.to_str().context("crd path")?,
-    ])?;
-    let crd_api: Api<CustomResourceDefinition> = Api::all(admin.clone());
-    for crd in ["rayclusters.ray.io", "rayservices.ray.io"] {
-        eventually(
-            &format!("CRD {crd} established"),
-            Duration::from_secs(60),
-            || async {
-                let Some(crd) = crd_api.get_opt(crd).await? else {
-                    return Ok(None);
-                };
-                let established = crd
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                Ok(established.then_some(()))
-            },
-        )
-        .await?;
-    }
+    cp.install_crds(&admin).await?;
 
     // The operator manifest. The Deployment stays Pending (no kubelet, no scheduler).
     let manifest = repo_root().join("deploy/manifests/operator.yaml");
@@ -136,11 +105,16 @@ async fn operator_clusterrole_is_minimal_and_sufficient() -> anyhow::Result<()> 
         ("delete", "pods"),
         ("watch", "pods"),
         ("patch", "services"),
+        ("delete", "services"),
+        ("watch", "rayservices.ray.io"),
+        ("update", "rayservices.ray.io"),
+        ("create", "rayclusters.ray.io"),
+        ("delete", "rayclusters.ray.io"),
         ("patch", "rayclusters.ray.io/status"),
+        ("patch", "rayservices.ray.io/status"),
         ("update", "rayservices.ray.io/finalizers"),
         ("create", "events"),
         ("create", "events.events.k8s.io"),
-        ("update", "leases.coordination.k8s.io"),
     ] {
         ensure!(
             cp.operator_can(verb, resource, TEST_NS)?,
@@ -152,16 +126,33 @@ async fn operator_clusterrole_is_minimal_and_sufficient() -> anyhow::Result<()> 
         ("list", "secrets"),
         ("get", "configmaps"),
         ("update", "pods"),
+        ("update", "services"),
+        ("create", "rayservices.ray.io"),
+        ("delete", "rayservices.ray.io"),
         ("patch", "pods/status"),
         ("create", "pods/exec"),
         ("create", "deployments.apps"),
         ("list", "nodes"),
-        ("delete", "leases.coordination.k8s.io"),
+        ("get", "leases.coordination.k8s.io"),
+        ("update", "leases.coordination.k8s.io"),
         ("create", "clusterroles.rbac.authorization.k8s.io"),
     ] {
         ensure!(
             !cp.operator_can(verb, resource, TEST_NS)?,
             "the operator can {verb} {resource}, more than it needs"
+        );
+    }
+    // Leases: in the operator's own namespace only, and never deleted.
+    for verb in ["get", "create", "update"] {
+        ensure!(
+            cp.operator_can(verb, "leases.coordination.k8s.io", OPERATOR_NS)?,
+            "the operator cannot {verb} leases in {OPERATOR_NS}"
+        );
+    }
+    for verb in ["delete", "list", "watch"] {
+        ensure!(
+            !cp.operator_can(verb, "leases.coordination.k8s.io", OPERATOR_NS)?,
+            "the operator can {verb} leases in {OPERATOR_NS}, more than it needs"
         );
     }
 
@@ -194,9 +185,26 @@ async fn operator_clusterrole_is_minimal_and_sufficient() -> anyhow::Result<()> 
     let all_pods: Api<Pod> = Api::all(operator.clone());
     all_pods.list(&ListParams::default()).await?;
 
+    // Leader election with the operator's token: acquire, renew once, release.
+    let elector = LeaderElector::new(operator.clone(), OPERATOR_NS, "rbac-lease", "rbac-test")
+        .with_timing(Duration::from_secs(15), Duration::from_millis(200));
+    elector.acquire().await?;
+    match tokio::time::timeout(Duration::from_secs(1), elector.hold()).await {
+        Err(_) => {} // still holding after several renewals
+        Ok(lost) => bail!("the operator lost its lease: {lost}"),
+    }
+    elector.release().await?;
+    // Elsewhere, the lease is forbidden: acquire fails at once instead of retrying.
+    let outside = LeaderElector::new(operator.clone(), TEST_NS, "rbac-lease", "rbac-test");
+    match tokio::time::timeout(Duration::from_secs(30), outside.acquire()).await? {
+        Err(OperateError::Kube(kube::Error::Api(e))) if e.code == 403 => {}
+        other => bail!("a lease outside {OPERATOR_NS}: expected 403, got {other:?}"),
+    }
+
     // The controller with the operator's client; the RayCluster is created by the admin.
     let _controller = AbortOnDrop(tokio::spawn(rayservice_k8s::raycluster::run(
         operator.clone(),
+        rayservice_k8s::operate::Metrics::new(),
     )));
     let name = "rbac";
     let rc_api: Api<RayCluster> = Api::namespaced(admin.clone(), TEST_NS);
@@ -240,5 +248,109 @@ async fn operator_clusterrole_is_minimal_and_sufficient() -> anyhow::Result<()> 
         managers.iter().any(|m| m == rayservice_k8s::FIELD_MANAGER),
         "status managers: {managers:?}"
     );
+
+    // The RayService controller with the operator's token: the guide's sample becomes Ready
+    // (RayCluster, services, pod labels, status, events), and deleting it removes everything
+    // (finalizer). The test plays the kubelet and Ray (see `standin`).
+    let _kubelet = standin::Kubelet::start(admin.clone(), TEST_NS, [43, 0]);
+    let _rayservices = AbortOnDrop(tokio::spawn({
+        let operator = operator.clone();
+        async move {
+            let metrics = rayservice_k8s::operate::Metrics::new();
+            if let Err(error) = rayservice_k8s::rayservice::run(operator, metrics).await {
+                eprintln!("rayservice controller: {error}");
+            }
+        }
+    }));
+    let sample = repo_root().join("../shared/kuberay-samples/ray_v1alpha1_rayservice.yaml");
+    cp.kubectl(&[
+        "apply",
+        "-n",
+        TEST_NS,
+        "-f",
+        sample.to_str().context("sample path")?,
+    ])?;
+    let rs_api: Api<RayService> = Api::namespaced(admin.clone(), TEST_NS);
+    eventually("the RayService Ready", Duration::from_secs(60), || async {
+        let ready = rs_api
+            .get("rayservice-sample")
+            .await?
+            .status
+            .unwrap_or_default()
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        Ok(ready.then_some(()))
+    })
+    .await?;
+    for svc in ["rayservice-sample-head-svc", "rayservice-sample-serve-svc"] {
+        ensure!(svcs.get_opt(svc).await?.is_some(), "{svc} missing");
+    }
+    let events = cp.kubectl(&["get", "events", "-n", TEST_NS])?;
+    ensure!(events.contains("ClusterCreated"), "events:\n{events}");
+    cp.kubectl(&[
+        "delete",
+        "-n",
+        TEST_NS,
+        "-f",
+        sample.to_str().context("sample path")?,
+    ])?;
+    eventually(
+        "the RayService and its clusters gone",
+        Duration::from_secs(60),
+        || async {
+            let services = rs_api.list(&ListParams::default()).await?.items.len();
+            let clusters = rc_api
+                .list(
+                    &ListParams::default()
+                        .labels("ray.io/originated-from-cr-name=rayservice-sample"),
+                )
+                .await?
+                .items
+                .len();
+            Ok((services + clusters == 0).then_some(()))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// The `rules` of the object of `kind` in a YAML stream.
+fn rules_of(stream: &str, kind: &str) -> anyhow::Result<serde_json::Value> {
+    for doc in stream.split("\n---\n") {
+        let doc: serde_json::Value = serde_saphyr::from_str(doc)?;
+        if doc["kind"] == kind {
+            return Ok(doc["rules"].clone());
+        }
+    }
+    bail!("no {kind}")
+}
+
+/// The Helm chart grants exactly what `operator.yaml` grants (proven above against a real API
+/// server). Its `rules:` blocks are plain YAML, without template directives.
+#[test]
+fn helm_chart_rbac_matches_the_manifest() -> anyhow::Result<()> {
+    let manifest = std::fs::read_to_string(repo_root().join("deploy/manifests/operator.yaml"))?;
+    let templates = repo_root().join("deploy/helm/rayservice-operator/templates");
+    for (file, kind) in [
+        ("clusterrole.yaml", "ClusterRole"),
+        ("leader-election-rbac.yaml", "Role"),
+    ] {
+        let text = std::fs::read_to_string(templates.join(file))?;
+        let (_, rest) = text
+            .split_once("\nrules:\n")
+            .with_context(|| format!("{file}: no rules"))?;
+        let block = rest.split("\n---").next().unwrap_or_default();
+        let chart: serde_json::Value = serde_saphyr::from_str(&format!("rules:\n{block}\n"))?;
+        ensure!(
+            chart["rules"].as_array().is_some_and(|r| !r.is_empty()),
+            "{file}: empty rules"
+        );
+        assert_eq!(
+            chart["rules"],
+            rules_of(&manifest, kind)?,
+            "{file} and operator.yaml grant different {kind} rules"
+        );
+    }
     Ok(())
 }

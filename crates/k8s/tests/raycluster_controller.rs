@@ -6,8 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use rayservice_api::{RayCluster, RayClusterSpec};
@@ -15,7 +14,7 @@ use serde_json::json;
 
 mod common;
 
-use common::{AbortOnDrop, ControlPlane, eventually, node_type, repo_root};
+use common::{AbortOnDrop, ControlPlane, eventually, node_type};
 
 fn worker_group(replicas: i32, workers_to_delete: &[String]) -> serde_json::Value {
     json!({
@@ -83,42 +82,14 @@ async fn play_kubelet(pods: &Api<Pod>, name: &str) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raycluster_controller_against_real_apiserver() -> anyhow::Result<()> {
     let cp = ControlPlane::start()?;
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&cp.kubeconfig)?,
-        &Default::default(),
-    )
-    .await?;
-    let client = Client::try_from(config)?;
+    let client = Client::try_from(cp.admin_config().await?)?;
+    cp.install_crds(&client).await?;
 
-    // CRDs, server-side, then wait for Established.
-    let crds = repo_root().join("deploy/crds/ray.io_crds.yaml");
-    cp.kubectl(&[
-        "apply",
-        "--server-side",
-        "-f",
-        crds.to_str().context("crd path")?,
-    ])?;
-    let crd_api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    eventually("CRD established", Duration::from_secs(60), || async {
-        let crd = crd_api.get("rayclusters.ray.io").await?;
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        Ok(established.then_some(()))
-    })
-    .await?;
-    let sa_api: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
-    eventually(
-        "serviceaccount/default",
-        Duration::from_secs(60),
-        || async { Ok(sa_api.get_opt("default").await?.map(|_| ())) },
-    )
-    .await?;
-
-    let _controller = AbortOnDrop(tokio::spawn(rayservice_k8s::run(client.clone())));
+    let metrics = rayservice_k8s::operate::Metrics::new();
+    let _controller = AbortOnDrop(tokio::spawn(rayservice_k8s::run(
+        client.clone(),
+        metrics.clone(),
+    )));
 
     let rc_api: Api<RayCluster> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -286,5 +257,14 @@ async fn raycluster_controller_against_real_apiserver() -> anyhow::Result<()> {
         },
     )
     .await?;
+
+    // Every reconcile was counted.
+    let text = metrics.encode();
+    assert!(
+        text.contains(
+            r#"rayservice_operator_reconciles_total{controller="raycluster",result="ok"}"#
+        ),
+        "{text}"
+    );
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use rayservice_api::{RayService, RayServiceSpec, RayServiceStatus, ServeConfig};
 use rayservice_core::{
-    Action, Decision, Desired, EventKind, NodesObservation, Observed, ObservedApp, ObservedCluster,
+    Action, Decision, Desired, EventKind, NodesObservation, Observed, ObservedCluster,
     ServeObservation,
 };
 use rayservice_proxy::{FrontEndpoint, RouteTable, ServiceRoute};
@@ -259,22 +259,7 @@ impl Controller {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(cluster);
-                let applications = details
-                    .applications
-                    .iter()
-                    .map(|(app_name, app)| ObservedApp {
-                        name: app_name.clone(),
-                        status: app.status.to_string(),
-                        message: app.message.clone(),
-                        deployments: app
-                            .deployments
-                            .iter()
-                            .map(|(d_name, d)| {
-                                (d_name.clone(), d.status.to_string(), d.message.clone())
-                            })
-                            .collect(),
-                    })
-                    .collect();
+                let applications = details.observed_apps();
                 let serve_up = dashboard.serve_healthz(layout.serve_port).await;
                 let routes = if serve_up {
                     dashboard

@@ -414,6 +414,23 @@ impl ServeDetails {
         serde_json::from_str(text)
     }
 
+    /// The applications as the decision core reads them (name, status, message, deployments).
+    pub fn observed_apps(&self) -> Vec<rayservice_core::ObservedApp> {
+        self.applications
+            .iter()
+            .map(|(name, app)| rayservice_core::ObservedApp {
+                name: name.clone(),
+                status: app.status.to_string(),
+                message: app.message.clone(),
+                deployments: app
+                    .deployments
+                    .iter()
+                    .map(|(d_name, d)| (d_name.clone(), d.status.to_string(), d.message.clone()))
+                    .collect(),
+            })
+            .collect()
+    }
+
     /// Whether Serve's controller runs (it starts with the first submitted config).
     pub fn serve_started(&self) -> bool {
         self.controller_info

@@ -269,3 +269,83 @@ pub fn write_yaml(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).expect("write yaml");
     path
 }
+
+/// A real Kubernetes control plane (scripts/k8s-control-plane.sh) in a temp dir, stopped when
+/// dropped.
+pub struct ControlPlane {
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    pub kubectl: PathBuf,
+}
+
+impl ControlPlane {
+    /// Installs (cached) and starts etcd, kube-apiserver and kube-controller-manager.
+    pub fn start() -> ControlPlane {
+        let script = repo().join("scripts/k8s-control-plane.sh");
+        let bin = Command::new("bash")
+            .arg(&script)
+            .arg("install")
+            .output()
+            .expect("run the control-plane script");
+        assert!(
+            bin.status.success(),
+            "install failed: {}",
+            String::from_utf8_lossy(&bin.stderr)
+        );
+        let bin = PathBuf::from(String::from_utf8_lossy(&bin.stdout).trim());
+        let dir = tempfile::Builder::new()
+            .prefix("rsvc-k8s-")
+            .tempdir()
+            .expect("tempdir");
+        let started = Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .arg(dir.path())
+            .arg("--with-controller-manager")
+            .output()
+            .expect("start");
+        let plane = ControlPlane {
+            kubeconfig: PathBuf::from(String::from_utf8_lossy(&started.stdout).trim()),
+            kubectl: bin.join("kubectl"),
+            dir,
+        };
+        assert!(
+            started.status.success(),
+            "start failed: {}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        plane
+    }
+
+    /// Runs kubectl as the admin.
+    pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl runs")
+    }
+
+    /// Runs kubectl as the admin; panics on failure; stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.kubectl(args);
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo().join("scripts/k8s-control-plane.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}

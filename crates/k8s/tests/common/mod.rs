@@ -10,8 +10,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
+use kube::api::Api;
+
+/// How long the fixture waits for the API server to settle.
+const WAIT: Duration = Duration::from_secs(60);
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -71,6 +76,49 @@ impl ControlPlane {
             String::from_utf8(out.stdout)?,
             String::from_utf8(out.stderr)?,
         ))
+    }
+
+    /// The admin's client configuration.
+    pub async fn admin_config(&self) -> anyhow::Result<kube::Config> {
+        Ok(kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&self.kubeconfig)?,
+            &Default::default(),
+        )
+        .await?)
+    }
+
+    /// Installs our CRDs (server-side apply) and waits until both are Established and the
+    /// `default` namespace has its service account (pods can be created).
+    pub async fn install_crds(&self, client: &kube::Client) -> anyhow::Result<()> {
+        let crds = repo_root().join("deploy/crds/ray.io_crds.yaml");
+        self.kubectl(&[
+            "apply",
+            "--server-side",
+            "-f",
+            crds.to_str().context("crd path")?,
+        ])?;
+        let crd_api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in ["rayclusters.ray.io", "rayservices.ray.io"] {
+            // Polling: `kubectl wait` fails before the status exists.
+            eventually(&format!("CRD {crd} established"), WAIT, || async {
+                let Some(crd) = crd_api.get_opt(crd).await? else {
+                    return Ok(None);
+                };
+                let established = crd
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                Ok(established.then_some(()))
+            })
+            .await?;
+        }
+        let sa_api: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+        eventually("serviceaccount/default", WAIT, || async {
+            Ok(sa_api.get_opt("default").await?.map(|_| ()))
+        })
+        .await
     }
 
     pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {

@@ -1,0 +1,1011 @@
+//! The RayService controller: the Kubernetes platform of the shared decision core
+//! (`rayservice_core::reconcile`, the same call local mode makes).
+//!
+//! Each reconcile observes the RayService (read fresh from the API server), the RayClusters it
+//! owns, their pods, and Ray itself (each head's dashboard and each pod's Serve proxy), asks the
+//! core what to do, carries the actions out and writes the status. What the core must remember
+//! about a cluster lives on the RayCluster as annotations, so a restarted operator picks up
+//! where the last one stopped: the spec hash, the serve config it accepted (or refused), and when
+//! it is due for deletion.
+//!
+//! Event driven (watches on RayServices, their RayClusters, Services and Pods); Ray has no push
+//! API, so while a cluster's dashboard can be asked the core's own poll interval applies.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use rayservice_api::{RayCluster, RayClusterSpec, RayService, RayServiceStatus};
+use rayservice_core::{
+    Action, Decision, Desired, EventKind, NodesObservation, Observed, ObservedCluster,
+    ServeObservation,
+};
+use rayservice_ray::dashboard::{DashboardClient, DashboardError};
+
+use crate::build::{
+    self, LABEL_CLUSTER, LABEL_NODE_TYPE, LABEL_ORIGIN_CRD, LABEL_ORIGIN_NAME, LABEL_SERVE,
+};
+use crate::events::Events;
+use crate::operate::Metrics;
+use crate::raycluster::{FIELD_MANAGER, random_suffix};
+
+/// Finalizer that lets the controller remove what it created before the RayService goes.
+pub const FINALIZER: &str = "ray.io/rayservice-finalizer";
+/// Annotation: hash of the serve config the cluster accepted.
+pub const ANNOTATION_SUBMITTED: &str = "rayservice.io/serve-config-hash";
+/// Annotation: `{"hash": ..., "message": ...}` of a serve config Ray refused.
+pub const ANNOTATION_REJECTED: &str = "rayservice.io/rejected-serve-config";
+/// Annotation: when a retired cluster is deleted (RFC 3339).
+pub const ANNOTATION_DELETE_AT: &str = "rayservice.io/delete-at";
+/// Default dashboard port (also Ray's Serve REST API).
+pub const DASHBOARD_PORT: u16 = 8265;
+/// Default Serve HTTP port.
+pub const SERVE_PORT: u16 = 8000;
+
+/// Requeue after a failed reconcile.
+const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+/// Requeue while no cluster has a dashboard to ask: everything else arrives as watch events.
+const WATCH_ONLY_REQUEUE: Duration = Duration::from_secs(60);
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the API server failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// An object could not be (de)serialized.
+    #[error("serializing: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The RayService was not read from the API server (no name, namespace or uid).
+    #[error("RayService without {0}")]
+    Incomplete(&'static str),
+    /// The HTTP client for Ray's dashboards could not be built.
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// What the controller shares between reconciles.
+pub struct Context {
+    client: Client,
+    http: reqwest::Client,
+    events: Events,
+    metrics: Metrics,
+    /// Since when each cluster's dashboard has not answered (namespace/cluster).
+    unreachable_since: Mutex<HashMap<String, Timestamp>>,
+}
+
+impl Context {
+    /// A context over a client.
+    pub fn new(client: Client, metrics: Metrics) -> Result<Self, Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .no_proxy()
+            .build()?;
+        Ok(Context {
+            events: Events::new(client.clone(), "rayservice-operator"),
+            client,
+            http,
+            metrics,
+            unreachable_since: Mutex::default(),
+        })
+    }
+
+    fn unreachable(&self) -> std::sync::MutexGuard<'_, HashMap<String, Timestamp>> {
+        self.unreachable_since
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+fn annotation<'a>(obj: &'a impl ResourceExt, key: &str) -> Option<&'a str> {
+    obj.annotations().get(key).map(String::as_str)
+}
+
+/// Where a pod's ports are reached from the operator: `IP` or `[IP]` for IPv6.
+fn pod_host(pod: &Pod) -> Option<String> {
+    let ip = pod.status.as_ref()?.pod_ip.as_deref()?;
+    if ip.is_empty() {
+        return None;
+    }
+    Some(if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    })
+}
+
+/// The dashboard port of a cluster: `rayStartParams.dashboard-port`, else 8265.
+fn dashboard_port(spec: &RayClusterSpec) -> u16 {
+    spec.head_group_spec
+        .ray_start_params
+        .get("dashboard-port")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(DASHBOARD_PORT)
+}
+
+/// The Serve port of a pod: its container port named `serve`, else 8000.
+fn serve_port(pod: &Pod) -> u16 {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.ports.as_ref())
+        .and_then(|ports| ports.iter().find(|p| p.name.as_deref() == Some("serve")))
+        .and_then(|p| u16::try_from(p.container_port).ok())
+        .unwrap_or(SERVE_PORT)
+}
+
+/// Why a pod cannot run, in the kubelet's and scheduler's words.
+fn pod_failure(pod: &Pod) -> Option<String> {
+    let name = pod.name_any();
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref() == Some("Failed") {
+        return Some(format!(
+            "pod {name} failed: {}",
+            status.message.as_deref().unwrap_or("no message")
+        ));
+    }
+    let stuck = [
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "CrashLoopBackOff",
+        "CreateContainerConfigError",
+        "InvalidImageName",
+        "CreateContainerError",
+    ];
+    for container in status.container_statuses.iter().flatten() {
+        if let Some(waiting) = container.state.as_ref().and_then(|s| s.waiting.as_ref())
+            && let Some(reason) = waiting.reason.as_deref()
+            && stuck.contains(&reason)
+        {
+            return Some(format!(
+                "pod {name}: {reason}: {}",
+                waiting.message.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    status.conditions.iter().flatten().find_map(|c| {
+        (c.type_ == "PodScheduled"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("Unschedulable"))
+        .then(|| {
+            format!(
+                "pod {name} cannot be scheduled: {}",
+                c.message.as_deref().unwrap_or("")
+            )
+        })
+    })
+}
+
+/// One RayService's cluster as read from the API server, with its pods.
+struct ClusterView {
+    object: RayCluster,
+    pods: Vec<Pod>,
+}
+
+impl ClusterView {
+    fn head(&self) -> Option<&Pod> {
+        self.pods
+            .iter()
+            .find(|p| build::label(p, LABEL_NODE_TYPE) == Some("head") && !build::is_terminating(p))
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Rejected {
+    hash: String,
+    message: String,
+}
+
+/// One reconcile of one RayService.
+struct Pass<'a> {
+    ctx: &'a Context,
+    service: RayService,
+    name: String,
+    namespace: String,
+    clusters: Api<RayCluster>,
+    views: Vec<ClusterView>,
+}
+
+/// Brings one RayService in line with its spec. The object handed in by the watch may be a
+/// little stale, so it is read again: the status names the active and pending clusters, and a
+/// stale one could start a second pending cluster.
+pub async fn reconcile(service: Arc<RayService>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&service, &ctx).await;
+    ctx.metrics.reconciled(
+        "rayservice",
+        result.is_ok(),
+        started.elapsed().as_secs_f64(),
+    );
+    result
+}
+
+async fn reconcile_inner(service: &RayService, ctx: &Context) -> Result<Requeue, Error> {
+    let name = service
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::Incomplete("name"))?;
+    let namespace = service
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(Error::Incomplete("namespace"))?;
+    let services: Api<RayService> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(service) = services.get_opt(&name).await? else {
+        return Ok(Requeue::await_change());
+    };
+    if service.metadata.deletion_timestamp.is_some() {
+        return clean_up(ctx, &services, &service).await;
+    }
+    if !service.finalizers().iter().any(|f| f == FINALIZER) {
+        let mut finalizers = service.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_string());
+        let patch = serde_json::json!({"metadata": {"finalizers": finalizers}});
+        services
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    let mut pass = Pass {
+        ctx,
+        clusters: Api::namespaced(ctx.client.clone(), &namespace),
+        name,
+        namespace,
+        service,
+        views: Vec::new(),
+    };
+    pass.load().await?;
+    pass.run().await
+}
+
+impl Pass<'_> {
+    fn uid(&self) -> &str {
+        self.service.metadata.uid.as_deref().unwrap_or_default()
+    }
+
+    fn key(&self, cluster: &str) -> String {
+        format!("{}/{cluster}", self.namespace)
+    }
+
+    /// Reads the RayClusters this RayService owns and their pods.
+    async fn load(&mut self) -> Result<(), Error> {
+        let uid = self.uid().to_string();
+        let selector = format!(
+            "{LABEL_ORIGIN_NAME}={},{LABEL_ORIGIN_CRD}=RayService",
+            self.name
+        );
+        let owned: Vec<RayCluster> = self
+            .clusters
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .into_iter()
+            .filter(|c| c.owner_references().iter().any(|o| o.uid == uid))
+            .filter(|c| c.metadata.deletion_timestamp.is_none())
+            .collect();
+        let pods_api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let mut pods: Vec<Pod> = if owned.is_empty() {
+            Vec::new()
+        } else {
+            pods_api
+                .list(&ListParams::default().labels(&selector))
+                .await?
+                .items
+        };
+        self.views = owned
+            .into_iter()
+            .map(|object| {
+                let cluster = object.name_any();
+                let (mine, rest): (Vec<Pod>, Vec<Pod>) = pods
+                    .drain(..)
+                    .partition(|p| build::label(p, LABEL_CLUSTER) == Some(cluster.as_str()));
+                pods = rest;
+                ClusterView { object, pods: mine }
+            })
+            .collect();
+        Ok(())
+    }
+
+    fn view(&self, cluster: &str) -> Option<&ClusterView> {
+        self.views.iter().find(|v| v.object.name_any() == cluster)
+    }
+
+    async fn run(mut self) -> Result<Requeue, Error> {
+        let previous: RayServiceStatus = self.service.status.clone().unwrap_or_default();
+        let active_name = previous.active_service_status.ray_cluster_name.clone();
+        let observed_clusters = futures::future::join_all(self.views.iter().map(|view| {
+            self.observe(
+                view,
+                active_name.as_deref() == Some(&view.object.name_any()),
+            )
+        }))
+        .await;
+        let observed = Observed {
+            now: now(),
+            status: previous.clone(),
+            clusters: observed_clusters,
+            fresh_suffix: random_suffix(),
+        };
+        let spec = self.service.spec.clone();
+        let desired = Desired {
+            name: &self.name,
+            generation: self.service.metadata.generation.unwrap_or(1),
+            spec: &spec,
+        };
+        let Decision {
+            actions,
+            mut status,
+            requeue_after,
+        } = rayservice_core::reconcile(&desired, &observed);
+
+        for action in actions {
+            self.carry_out(action).await?;
+        }
+        self.fill_cluster_details(&mut status);
+        if status != previous {
+            self.write_status(&status).await?;
+        }
+        if let Some(active) = status.active_service_status.ray_cluster_name.as_deref() {
+            self.point_services_at(active).await?;
+        }
+
+        let polling_ray = observed
+            .clusters
+            .iter()
+            .any(|c| !matches!(c.serve, ServeObservation::Unknown));
+        let next_deletion = observed
+            .clusters
+            .iter()
+            .filter_map(|c| c.delete_at)
+            .map(
+                |at| Duration::from_secs((at.as_second() - observed.now.as_second()).max(1) as u64),
+            )
+            .min();
+        let requeue = if polling_ray {
+            requeue_after
+        } else {
+            requeue_after
+                .max(WATCH_ONLY_REQUEUE)
+                .min(next_deletion.unwrap_or(WATCH_ONLY_REQUEUE))
+        };
+        Ok(Requeue::requeue(requeue))
+    }
+
+    /// What one cluster looks like right now: its pods, its dashboard, its Serve proxies.
+    async fn observe(&self, view: &ClusterView, active: bool) -> ObservedCluster {
+        let object = &view.object;
+        let name = object.name_any();
+        let spec = object.spec.clone();
+        let head = view.head();
+        let head_ready = head.is_some_and(|p| build::pod_ready(p) && pod_host(p).is_some());
+        let workers = view.pods.iter().filter(|p| {
+            build::label(p, LABEL_NODE_TYPE) == Some("worker") && !build::is_terminating(p)
+        });
+        let nodes = NodesObservation {
+            head_ready,
+            workers_desired: spec
+                .worker_group_specs
+                .iter()
+                .map(rayservice_api::WorkerGroupSpec::desired_replicas)
+                .sum(),
+            workers_running: workers.filter(|p| build::pod_running(p)).count() as i32,
+            failure: view.pods.iter().find_map(pod_failure),
+        };
+        let serve = match head.and_then(pod_host) {
+            Some(host) if head_ready => self.observe_serve(view, &host).await,
+            _ if active => {
+                // The serving cluster lost its head: count it as unreachable, so the health
+                // threshold replaces a cluster whose head never comes back.
+                let since = *self
+                    .ctx
+                    .unreachable()
+                    .entry(self.key(&name))
+                    .or_insert_with(now);
+                ServeObservation::Unreachable {
+                    since,
+                    error: "the head pod is not ready".to_string(),
+                }
+            }
+            _ => ServeObservation::Unknown,
+        };
+        let rejected = annotation(object, ANNOTATION_REJECTED)
+            .and_then(|text| serde_json::from_str::<Rejected>(text).ok())
+            .map(|r| (r.hash, r.message));
+        ObservedCluster {
+            name,
+            spec_hash: annotation(object, rayservice_core::HASH_ANNOTATION)
+                .unwrap_or_default()
+                .to_string(),
+            spec,
+            created_at: object
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or_else(now, |t| t.0),
+            delete_at: annotation(object, ANNOTATION_DELETE_AT).and_then(|t| t.parse().ok()),
+            nodes,
+            serve,
+            submitted_config_hash: annotation(object, ANNOTATION_SUBMITTED).map(str::to_string),
+            rejected_config: rejected,
+        }
+    }
+
+    /// Asks the head's dashboard for the applications and every pod's proxy for its health;
+    /// keeps each pod's `ray.io/serve` label in step.
+    async fn observe_serve(&self, view: &ClusterView, head_host: &str) -> ServeObservation {
+        let cluster = view.object.name_any();
+        let dashboard = DashboardClient::at(
+            self.ctx.http.clone(),
+            head_host,
+            dashboard_port(&view.object.spec),
+        );
+        let details = match dashboard.get_serve_applications().await {
+            Ok(details) => details,
+            Err(error) => {
+                let since = *self
+                    .ctx
+                    .unreachable()
+                    .entry(self.key(&cluster))
+                    .or_insert_with(now);
+                return ServeObservation::Unreachable {
+                    since,
+                    error: error.to_string(),
+                };
+            }
+        };
+        self.ctx.unreachable().remove(&self.key(&cluster));
+        let applications = details.observed_apps();
+        let live: Vec<&Pod> = view
+            .pods
+            .iter()
+            .filter(|p| build::pod_running(p) && !build::is_terminating(p))
+            .collect();
+        let health = futures::future::join_all(live.iter().map(|pod| async move {
+            let Some(host) = pod_host(pod) else {
+                return false;
+            };
+            DashboardClient::at(self.ctx.http.clone(), host, DASHBOARD_PORT)
+                .serve_healthz(serve_port(pod))
+                .await
+        }))
+        .await;
+        for (pod, up) in live.iter().zip(&health) {
+            self.label_serving(pod, *up).await;
+        }
+        let head_serves = live
+            .iter()
+            .zip(&health)
+            .any(|(p, up)| *up && build::label(p, LABEL_NODE_TYPE) == Some("head"));
+        let routes = match view.head() {
+            Some(head) if head_serves => dashboard
+                .serve_routes(serve_port(head))
+                .await
+                .ok()
+                .map(|r| r.into_keys().collect()),
+            _ => None,
+        };
+        ServeObservation::Reachable {
+            applications,
+            serve_endpoints: health.iter().filter(|up| **up).count() as i32,
+            routes,
+        }
+    }
+
+    /// Sets `ray.io/serve` on a pod when it changed. A failure is logged: the label only
+    /// steers the serve Service, and the next reconcile tries again.
+    async fn label_serving(&self, pod: &Pod, up: bool) {
+        let value = if up { "true" } else { "false" };
+        if build::label(pod, LABEL_SERVE) == Some(value) {
+            return;
+        }
+        let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let patch = serde_json::json!({"metadata": {"labels": {LABEL_SERVE: value}}});
+        if let Err(error) = pods
+            .patch(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            tracing::warn!(pod = %pod.name_any(), %error, "could not label the pod");
+        }
+    }
+
+    async fn carry_out(&mut self, action: Action) -> Result<(), Error> {
+        match action {
+            Action::CreateCluster {
+                name,
+                spec,
+                spec_hash,
+            } => self.create_cluster(&name, *spec, &spec_hash).await,
+            Action::UpdateClusterInPlace {
+                name,
+                spec,
+                spec_hash,
+            } => {
+                let patch = serde_json::json!({
+                    "metadata": {"annotations": {rayservice_core::HASH_ANNOTATION: spec_hash}},
+                    "spec": serde_json::to_value(&*spec)?,
+                });
+                self.clusters
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                Ok(())
+            }
+            Action::SubmitServeConfig {
+                cluster,
+                config,
+                config_hash,
+            } => self.submit(&cluster, &config, &config_hash).await,
+            Action::RouteTraffic { cluster } => {
+                tracing::info!(service = %self.name, cluster = ?cluster, "traffic switched");
+                if let Some(cluster) = cluster {
+                    self.point_services_at(&cluster).await?;
+                }
+                Ok(())
+            }
+            Action::ScheduleDeletion { cluster, at } => {
+                self.annotate(&cluster, ANNOTATION_DELETE_AT, Some(at.to_string()))
+                    .await
+            }
+            Action::DeleteCluster { cluster } => {
+                match self
+                    .clusters
+                    .delete(&cluster, &DeleteParams::background())
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+                self.ctx.unreachable().remove(&self.key(&cluster));
+                Ok(())
+            }
+            Action::Event(event) => {
+                self.publish(event.kind, &event.reason, &event.message)
+                    .await;
+                Ok(())
+            }
+        }
+    }
+
+    async fn create_cluster(
+        &mut self,
+        name: &str,
+        spec: RayClusterSpec,
+        spec_hash: &str,
+    ) -> Result<(), Error> {
+        let owner = self
+            .service
+            .controller_owner_ref(&())
+            .ok_or(Error::Incomplete("uid"))?;
+        let mut cluster = RayCluster::new(name, spec);
+        cluster.metadata = ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(BTreeMap::from([
+                (LABEL_ORIGIN_NAME.to_string(), self.name.clone()),
+                (LABEL_ORIGIN_CRD.to_string(), "RayService".to_string()),
+            ])),
+            annotations: Some(BTreeMap::from([(
+                rayservice_core::HASH_ANNOTATION.to_string(),
+                spec_hash.to_string(),
+            )])),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        };
+        tracing::info!(service = %self.name, cluster = name, "creating RayCluster");
+        match self.clusters.create(&PostParams::default(), &cluster).await {
+            Ok(created) => {
+                self.views.push(ClusterView {
+                    object: created,
+                    pods: Vec::new(),
+                });
+                Ok(())
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sets (or, with `None`, removes) one annotation of a cluster.
+    async fn annotate(&self, cluster: &str, key: &str, value: Option<String>) -> Result<(), Error> {
+        let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+        match self
+            .clusters
+            .patch(cluster, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// PUTs the serve config to a cluster's head and records the answer on the cluster.
+    async fn submit(
+        &self,
+        cluster: &str,
+        config: &serde_json::Value,
+        config_hash: &str,
+    ) -> Result<(), Error> {
+        let Some(view) = self.view(cluster) else {
+            return Ok(());
+        };
+        let Some(host) = view.head().and_then(pod_host) else {
+            return Ok(());
+        };
+        let dashboard = DashboardClient::at(
+            self.ctx.http.clone(),
+            host,
+            dashboard_port(&view.object.spec),
+        );
+        match dashboard.put_serve_applications(config).await {
+            Ok(()) => {
+                let patch = serde_json::json!({"metadata": {"annotations": {
+                    ANNOTATION_SUBMITTED: config_hash,
+                    ANNOTATION_REJECTED: null,
+                }}});
+                self.clusters
+                    .patch(cluster, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                self.publish(
+                    EventKind::Normal,
+                    "ServeConfigSubmitted",
+                    &format!("serve applications submitted to {cluster}"),
+                )
+                .await;
+            }
+            Err(DashboardError::Rejected { message, .. }) => {
+                let rejected = serde_json::to_string(&Rejected {
+                    hash: config_hash.to_string(),
+                    message: message.clone(),
+                })?;
+                self.annotate(cluster, ANNOTATION_REJECTED, Some(rejected))
+                    .await?;
+                self.publish(
+                    EventKind::Warning,
+                    "ServeConfigRejected",
+                    &format!("Ray refused the serve config on {cluster}: {message}"),
+                )
+                .await;
+            }
+            Err(error) => {
+                self.publish(
+                    EventKind::Warning,
+                    "ServeConfigSubmitFailed",
+                    &format!("could not submit to {cluster}: {error}; retrying"),
+                )
+                .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records an event on the RayService; a failure to record is logged, never fatal.
+    async fn publish(&self, kind: EventKind, reason: &str, message: &str) {
+        tracing::info!(service = %self.name, reason, message, "event");
+        self.ctx
+            .events
+            .publish(&self.service, kind, reason, message)
+            .await;
+    }
+
+    /// Adds what only the platform knows to the clusters' status: head pod IP and name,
+    /// service IP and endpoints, as the RayCluster controller recorded them.
+    fn fill_cluster_details(&self, status: &mut RayServiceStatus) {
+        for cluster_status in [
+            &mut status.active_service_status,
+            &mut status.pending_service_status,
+        ] {
+            let Some(view) = cluster_status
+                .ray_cluster_name
+                .as_deref()
+                .and_then(|name| self.view(name))
+            else {
+                continue;
+            };
+            let (Some(ray_status), Some(actual)) = (
+                cluster_status.ray_cluster_status.as_mut(),
+                view.object.status.as_ref(),
+            ) else {
+                continue;
+            };
+            ray_status.head = actual.head.clone();
+            ray_status.endpoints = actual.endpoints.clone();
+            ray_status.state = actual.state.clone();
+            ray_status.observed_generation = actual.observed_generation;
+        }
+    }
+
+    async fn write_status(&self, status: &RayServiceStatus) -> Result<(), Error> {
+        let services: Api<RayService> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let patch = serde_json::json!({
+            "apiVersion": rayservice_api::API_VERSION_V1,
+            "kind": "RayService",
+            "status": serde_json::to_value(status)?,
+        });
+        services
+            .patch_status(
+                &self.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `S-head-svc` and `S-serve-svc` select the pods of `cluster`. Their names and cluster
+    /// IPs stay across upgrades; only the selector moves.
+    async fn point_services_at(&self, cluster: &str) -> Result<(), Error> {
+        let services: Api<Service> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let Some(view) = self.view(cluster) else {
+            return Ok(());
+        };
+        let wanted = [self.head_service(view)?, self.serve_service(cluster)?];
+        for svc in wanted {
+            let name = svc.name_any();
+            let current = services.get_opt(&name).await?;
+            let same = current.as_ref().is_some_and(|c| {
+                c.spec.as_ref().and_then(|s| s.selector.as_ref())
+                    == svc.spec.as_ref().and_then(|s| s.selector.as_ref())
+                    && c.spec.as_ref().and_then(|s| s.ports.as_ref()).map(Vec::len)
+                        == svc
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.ports.as_ref())
+                            .map(Vec::len)
+            });
+            if !same {
+                tracing::info!(service = %self.name, svc = %name, cluster, "pointing the service at the cluster");
+                services
+                    .patch(
+                        &name,
+                        &PatchParams::apply(FIELD_MANAGER).force(),
+                        &Patch::Apply(&svc),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn service_meta(&self, name: String) -> Result<ObjectMeta, Error> {
+        let owner = self
+            .service
+            .controller_owner_ref(&())
+            .ok_or(Error::Incomplete("uid"))?;
+        Ok(ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(BTreeMap::from([
+                (LABEL_ORIGIN_NAME.to_string(), self.name.clone()),
+                (LABEL_ORIGIN_CRD.to_string(), "RayService".to_string()),
+            ])),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        })
+    }
+
+    /// `S-head-svc`: the cluster's head service, under the RayService's stable name.
+    fn head_service(&self, view: &ClusterView) -> Result<Service, Error> {
+        let per_cluster =
+            build::head_service(&view.object).map_err(|_| Error::Incomplete("uid"))?;
+        Ok(Service {
+            metadata: ObjectMeta {
+                annotations: per_cluster.metadata.annotations,
+                ..self.service_meta(format!("{}-head-svc", self.name))?
+            },
+            spec: per_cluster.spec,
+            status: None,
+        })
+    }
+
+    /// `S-serve-svc`: port 8000 of every pod of the cluster whose Serve proxy is healthy.
+    fn serve_service(&self, cluster: &str) -> Result<Service, Error> {
+        Ok(Service {
+            metadata: self.service_meta(format!("{}-serve-svc", self.name))?,
+            spec: Some(ServiceSpec {
+                selector: Some(BTreeMap::from([
+                    (LABEL_CLUSTER.to_string(), cluster.to_string()),
+                    (LABEL_SERVE.to_string(), "true".to_string()),
+                ])),
+                ports: Some(vec![ServicePort {
+                    name: Some("serve".to_string()),
+                    port: i32::from(SERVE_PORT),
+                    target_port: Some(IntOrString::String("serve".to_string())),
+                    protocol: Some("TCP".to_string()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            status: None,
+        })
+    }
+}
+
+/// Deleting a RayService: remove its clusters and services, then let it go.
+async fn clean_up(
+    ctx: &Context,
+    services: &Api<RayService>,
+    service: &RayService,
+) -> Result<Requeue, Error> {
+    if !service.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Requeue::await_change());
+    }
+    let name = service.name_any();
+    let namespace = service.namespace().unwrap_or_default();
+    let uid = service.uid().unwrap_or_default();
+    let clusters: Api<RayCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let selector = format!("{LABEL_ORIGIN_NAME}={name},{LABEL_ORIGIN_CRD}=RayService");
+    let owned: Vec<RayCluster> = clusters
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        .filter(|c| c.owner_references().iter().any(|o| o.uid == uid))
+        .collect();
+    for cluster in &owned {
+        if cluster.metadata.deletion_timestamp.is_none() {
+            tracing::info!(service = %name, cluster = %cluster.name_any(), "deleting RayCluster of a deleted RayService");
+            match clusters
+                .delete(&cluster.name_any(), &DeleteParams::background())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
+    for svc in [format!("{name}-head-svc"), format!("{name}-serve-svc")] {
+        match svc_api.delete(&svc, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !owned.is_empty() {
+        // Called again when the clusters are gone (they are watched).
+        return Ok(Requeue::requeue(Duration::from_secs(5)));
+    }
+    let remaining: Vec<String> = service
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    // The resourceVersion makes the API server refuse the patch if the object changed since
+    // it was read (another finalizer added or removed meanwhile).
+    let patch = serde_json::json!({"metadata": {
+        "finalizers": remaining,
+        "resourceVersion": service.resource_version(),
+    }});
+    services
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    ctx.unreachable()
+        .retain(|key, _| !key.starts_with(&format!("{namespace}/{name}-raycluster-")));
+    Ok(Requeue::await_change())
+}
+
+/// What to do after a failed reconcile: log, and try again in 5 s.
+pub fn error_policy(service: Arc<RayService>, error: &Error, _ctx: Arc<Context>) -> Requeue {
+    tracing::warn!(service = %service.name_any(), %error, "reconcile failed");
+    Requeue::requeue(ERROR_REQUEUE)
+}
+
+/// The RayService a pod of one of its clusters belongs to.
+fn owner_of_pod(pod: Pod) -> Option<ObjectRef<RayService>> {
+    let labels = pod.metadata.labels.as_ref()?;
+    (labels.get(LABEL_ORIGIN_CRD).map(String::as_str) == Some("RayService")).then_some(())?;
+    let name = labels.get(LABEL_ORIGIN_NAME)?;
+    let namespace = pod.metadata.namespace.as_deref()?;
+    Some(ObjectRef::new(name).within(namespace))
+}
+
+/// Runs the RayService controller over all namespaces until the stream ends.
+pub async fn run(client: Client, metrics: Metrics) -> Result<(), Error> {
+    let origin = format!("{LABEL_ORIGIN_CRD}=RayService");
+    let services: Api<RayService> = Api::all(client.clone());
+    let clusters: Api<RayCluster> = Api::all(client.clone());
+    let svcs: Api<Service> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client.clone());
+    let ctx = Arc::new(Context::new(client, metrics)?);
+    Controller::new(services, watcher::Config::default())
+        .owns(clusters, watcher::Config::default().labels(&origin))
+        .owns(svcs, watcher::Config::default().labels(&origin))
+        .watches(
+            pods,
+            watcher::Config::default().labels(&origin),
+            owner_of_pod,
+        )
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(service = %obj.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "rayservice controller"),
+            }
+        })
+        .await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateWaiting, ContainerStatus, PodStatus,
+    };
+
+    #[test]
+    fn a_pod_that_cannot_pull_its_image_says_so() {
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some("p".into()),
+                ..Default::default()
+            },
+            status: Some(PodStatus {
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "ray-head".into(),
+                    state: Some(ContainerState {
+                        waiting: Some(ContainerStateWaiting {
+                            reason: Some("ImagePullBackOff".into()),
+                            message: Some("rayproject/ray:9.9.9 not found".into()),
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let failure = pod_failure(&pod).unwrap_or_default();
+        assert!(failure.contains("ImagePullBackOff"), "{failure}");
+        assert!(failure.contains("9.9.9"), "{failure}");
+    }
+
+    #[test]
+    fn ipv6_pod_addresses_are_bracketed() {
+        let mut pod = Pod {
+            status: Some(PodStatus {
+                pod_ip: Some("fd00::5".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(pod_host(&pod).as_deref(), Some("[fd00::5]"));
+        pod.status = Some(PodStatus {
+            pod_ip: Some("10.0.0.7".into()),
+            ..Default::default()
+        });
+        assert_eq!(pod_host(&pod).as_deref(), Some("10.0.0.7"));
+    }
+
+    #[test]
+    fn dashboard_port_follows_ray_start_params() {
+        let mut spec = RayClusterSpec::default();
+        assert_eq!(dashboard_port(&spec), 8265);
+        spec.head_group_spec
+            .ray_start_params
+            .insert("dashboard-port".into(), "9265".into());
+        assert_eq!(dashboard_port(&spec), 9265);
+    }
+}
