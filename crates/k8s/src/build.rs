@@ -23,7 +23,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rayservice_api::{HeadInfo, RayCluster, RayClusterSpec, RayClusterStatus, WorkerGroupSpec};
-use rayservice_ray::node::{parse_cpu_quantity, parse_memory_quantity};
+use rayservice_ray::node::{parse_cpu_millis, parse_cpu_quantity, parse_memory_quantity};
 
 /// `ray.io/cluster`: the name of the RayCluster a pod or service belongs to.
 pub const LABEL_CLUSTER: &str = "ray.io/cluster";
@@ -536,6 +536,71 @@ pub fn pod_ready(pod: &Pod) -> bool {
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// What one pod of a template asks for: each container's request (else its limit), summed;
+/// `(milli-CPUs, bytes)`. A quantity that does not parse counts as zero (pod creation reports it).
+fn template_resources(template: &PodTemplateSpec) -> (u64, u64) {
+    let containers = template.spec.as_ref().map(|s| s.containers.as_slice());
+    let mut cpu = 0;
+    let mut memory = 0;
+    for container in containers.unwrap_or_default() {
+        let resources = container.resources.as_ref();
+        let amount = |name: &str| {
+            let requests = resources.and_then(|r| r.requests.as_ref());
+            let limits = resources.and_then(|r| r.limits.as_ref());
+            requests
+                .and_then(|r| r.get(name))
+                .or_else(|| limits.and_then(|l| l.get(name)))
+                .map(|q| q.0.clone())
+        };
+        cpu += amount("cpu")
+            .and_then(|q| parse_cpu_millis(&q).ok())
+            .unwrap_or(0);
+        memory += amount("memory")
+            .and_then(|q| parse_memory_quantity(&q).ok())
+            .unwrap_or(0);
+    }
+    (cpu, memory)
+}
+
+fn cpu_quantity(millis: u64) -> String {
+    if millis.is_multiple_of(1000) {
+        (millis / 1000).to_string()
+    } else {
+        format!("{millis}m")
+    }
+}
+
+fn memory_quantity(bytes: u64) -> String {
+    const GI: u64 = 1 << 30;
+    const MI: u64 = 1 << 20;
+    if bytes > 0 && bytes.is_multiple_of(GI) {
+        format!("{}Gi", bytes / GI)
+    } else if bytes > 0 && bytes.is_multiple_of(MI) {
+        format!("{}Mi", bytes / MI)
+    } else {
+        bytes.to_string()
+    }
+}
+
+/// `desiredCPU` and `desiredMemory` of a cluster: what its head and its desired workers ask
+/// for, as Kubernetes quantities (`"3"`, `"6Gi"`).
+pub fn desired_resources(spec: &RayClusterSpec) -> (String, String) {
+    let (mut cpu, mut memory) = if spec.suspend == Some(true) {
+        (0, 0)
+    } else {
+        template_resources(&spec.head_group_spec.template)
+    };
+    if spec.suspend != Some(true) {
+        for group in &spec.worker_group_specs {
+            let (c, m) = template_resources(&group.template);
+            let replicas = u64::try_from(group.desired_replicas()).unwrap_or(0);
+            cpu += c * replicas;
+            memory += m * replicas;
+        }
+    }
+    (cpu_quantity(cpu), memory_quantity(memory))
+}
+
 /// The status of the cluster as seen from its pods (head and workers). `head.serviceIP`,
 /// `observedGeneration` and `lastUpdateTime` are left to the caller.
 /// `state` is `suspended` for a suspended cluster, `ready` when the head and at least the
@@ -567,8 +632,11 @@ pub fn cluster_status(spec: &RayClusterSpec, pods: &[Pod]) -> RayClusterStatus {
     } else {
         None
     };
+    let (desired_cpu, desired_memory) = desired_resources(spec);
     RayClusterStatus {
         state,
+        desired_cpu: Some(desired_cpu),
+        desired_memory: Some(desired_memory),
         desired_worker_replicas: desired,
         available_worker_replicas: available,
         ready_worker_replicas: ready,

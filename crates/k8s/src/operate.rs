@@ -474,6 +474,23 @@ impl LeaderElector {
     }
 }
 
+/// Logs an error of a controller's stream. A reconcile's own failure was logged by the error
+/// policy already, and an object deleted before its queued reconcile ran is routine; both go to
+/// debug. Anything else (a watch that fails, say) is a warning.
+pub fn log_controller_error<E, W>(controller: &str, error: &kube::runtime::controller::Error<E, W>)
+where
+    E: std::error::Error + 'static,
+    W: std::error::Error + 'static,
+{
+    use kube::runtime::controller::Error;
+    match error {
+        Error::ObjectNotFound(_) | Error::ReconcilerFailed(..) => {
+            tracing::debug!(controller, %error, "controller")
+        }
+        _ => tracing::warn!(controller, %error, "controller"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

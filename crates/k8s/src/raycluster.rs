@@ -208,7 +208,7 @@ pub async fn run(client: Client, metrics: Metrics) {
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => tracing::debug!(cluster = %obj.name, "reconciled"),
-                Err(e) => tracing::warn!(error = %e, "controller"),
+                Err(e) => crate::operate::log_controller_error("raycluster", &e),
             }
         })
         .await;

@@ -940,7 +940,7 @@ pub async fn run(client: Client, metrics: Metrics) -> Result<(), Error> {
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => tracing::debug!(service = %obj.name, "reconciled"),
-                Err(e) => tracing::debug!(error = %e, "rayservice controller"),
+                Err(e) => crate::operate::log_controller_error("rayservice", &e),
             }
         })
         .await;

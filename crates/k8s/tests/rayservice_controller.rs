@@ -230,6 +230,15 @@ async fn the_guide_on_kubernetes_create_update_upgrade_restart_delete() -> anyho
         Some(first.as_str())
     );
     assert_eq!(status.num_serve_endpoints, 1, "the head's proxy answers");
+    let cluster_status = rc_api
+        .get(&first)
+        .await?
+        .status
+        .context("RayCluster status")?;
+    assert_eq!(cluster_status.state.as_deref(), Some("ready"));
+    // The guide's requests: head 2 CPU / 2Gi, one worker 500m / 2Gi.
+    assert_eq!(cluster_status.desired_cpu.as_deref(), Some("2500m"));
+    assert_eq!(cluster_status.desired_memory.as_deref(), Some("4Gi"));
 
     // Step 4.4: the RayService's services point at the cluster.
     let serve_svc = svcs.get("rayservice-sample-serve-svc").await?;

@@ -501,3 +501,34 @@ fn status_from_pods() {
     assert_eq!(st.desired_worker_replicas, 0);
     assert!(st.head.is_none());
 }
+
+#[test]
+fn desired_resources_count_the_head_and_the_desired_workers() {
+    // Head 2 CPU / 5Gi (limits only), one worker 1 CPU / 2Gi.
+    let mut rc = cluster();
+    assert_eq!(
+        desired_resources(&rc.spec),
+        ("3".to_string(), "7Gi".to_string())
+    );
+    // Requests win over limits; millicores stay exact.
+    let worker = &mut rc.spec.worker_group_specs[0];
+    worker.replicas = Some(3);
+    let container = &mut worker.template.spec.as_mut().map(|s| &mut s.containers[0]);
+    if let Some(c) = container
+        && let Some(resources) = c.resources.as_mut()
+    {
+        resources.requests = Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("500m".to_string())),
+            ("memory".to_string(), Quantity("512Mi".to_string())),
+        ]));
+    }
+    assert_eq!(
+        desired_resources(&rc.spec),
+        ("3500m".to_string(), "6656Mi".to_string())
+    );
+    rc.spec.suspend = Some(true);
+    assert_eq!(
+        desired_resources(&rc.spec),
+        ("0".to_string(), "0".to_string())
+    );
+}
