@@ -80,6 +80,8 @@ pub struct Context {
     http: reqwest::Client,
     events: Events,
     metrics: Metrics,
+    /// Every RayService the controller watches (for the managed-objects gauge).
+    watched: std::sync::OnceLock<kube::runtime::reflector::Store<RayService>>,
     /// Since when each cluster's dashboard has not answered (namespace/cluster).
     unreachable_since: Mutex<HashMap<String, Timestamp>>,
 }
@@ -96,6 +98,7 @@ impl Context {
             client,
             http,
             metrics,
+            watched: std::sync::OnceLock::new(),
             unreachable_since: Mutex::default(),
         })
     }
@@ -231,6 +234,10 @@ pub async fn reconcile(service: Arc<RayService>, ctx: Arc<Context>) -> Result<Re
         result.is_ok(),
         started.elapsed().as_secs_f64(),
     );
+    if let Some(watched) = ctx.watched.get() {
+        let count = i64::try_from(watched.len()).unwrap_or(i64::MAX);
+        ctx.metrics.set_managed("RayService", count);
+    }
     result
 }
 
@@ -928,7 +935,9 @@ pub async fn run(client: Client, metrics: Metrics) -> Result<(), Error> {
     let svcs: Api<Service> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     let ctx = Arc::new(Context::new(client, metrics)?);
-    Controller::new(services, watcher::Config::default())
+    let controller = Controller::new(services, watcher::Config::default());
+    let _ = ctx.watched.set(controller.store());
+    controller
         .owns(clusters, watcher::Config::default().labels(&origin))
         .owns(svcs, watcher::Config::default().labels(&origin))
         .watches(

@@ -49,6 +49,7 @@ async fn control_plane() -> anyhow::Result<(ControlPlane, Client)> {
 /// Both controllers, in this process; dropping it stops them (an operator crash).
 struct Operator {
     tasks: Vec<AbortOnDrop>,
+    metrics: rayservice_k8s::operate::Metrics,
 }
 
 impl Operator {
@@ -65,6 +66,7 @@ impl Operator {
         ));
         let services = {
             let client = client.clone();
+            let metrics = metrics.clone();
             tokio::spawn(async move {
                 if let Err(error) = rayservice_k8s::rayservice::run(client, metrics).await {
                     eprintln!("rayservice controller: {error}");
@@ -73,6 +75,7 @@ impl Operator {
         };
         Operator {
             tasks: vec![AbortOnDrop(rayclusters), AbortOnDrop(services)],
+            metrics,
         }
     }
 
@@ -230,6 +233,17 @@ async fn the_guide_on_kubernetes_create_update_upgrade_restart_delete() -> anyho
         Some(first.as_str())
     );
     assert_eq!(status.num_serve_endpoints, 1, "the head's proxy answers");
+    let metrics = operator.metrics.encode();
+    assert!(
+        metrics.contains(r#"rayservice_operator_managed_objects{kind="RayService"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"rayservice_operator_reconciles_total{controller="rayservice",result="ok"}"#
+        ),
+        "{metrics}"
+    );
     let cluster_status = rc_api
         .get(&first)
         .await?
