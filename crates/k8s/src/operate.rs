@@ -474,6 +474,20 @@ impl LeaderElector {
     }
 }
 
+/// Reconciles of one controller that may run at once. Each reconcile makes a few API calls;
+/// unbounded, a burst of a thousand RayServices overloaded the API server (504s from etcd).
+pub const CONTROLLER_CONCURRENCY: u16 = 8;
+/// Triggers for one object within this window make one reconcile: creating a cluster sets off
+/// a burst of pod and status events that all ask for the same look.
+pub const CONTROLLER_DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// The run configuration shared by the operator's controllers.
+pub fn controller_config() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default()
+        .concurrency(CONTROLLER_CONCURRENCY)
+        .debounce(CONTROLLER_DEBOUNCE)
+}
+
 /// Logs an error of a controller's stream. A reconcile's own failure was logged by the error
 /// policy already, and an object deleted before its queued reconcile ran is routine; both go to
 /// debug. Anything else (a watch that fails, say) is a warning.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, GetParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -103,9 +103,35 @@ pub async fn reconcile(cluster: Arc<RayCluster>, ctx: Arc<Context>) -> Result<Ac
 
     // The head service.
     let svc = build::head_service(&cluster)?;
-    let svc = svc_api
-        .patch(&svc.name_any(), &apply, &Patch::Apply(&svc))
-        .await?;
+    // Applied only when missing or different, as the API server's watch cache shows it: an
+    // apply per reconcile was most of the API load of a thousand clusters starting at once.
+    let cached = match svc_api.get_with(&svc.name_any(), &GetParams::any()).await {
+        Ok(current) => Some(current),
+        Err(kube::Error::Api(e)) if e.code == 404 => None,
+        Err(e) => return Err(e.into()),
+    };
+    let same = |current: &Service| {
+        let spec = |s: &Service| s.spec.clone().unwrap_or_default();
+        let (want, have) = (spec(&svc), spec(current));
+        want.selector == have.selector
+            && want.ports == have.ports
+            && want.type_ == have.type_
+            && svc.metadata.annotations.as_ref().is_none_or(|wanted| {
+                current
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|have| wanted.iter().all(|(k, v)| have.get(k) == Some(v)))
+            })
+    };
+    let svc = match cached {
+        Some(current) if same(&current) => current,
+        _ => {
+            svc_api
+                .patch(&svc.name_any(), &apply, &Patch::Apply(&svc))
+                .await?
+        }
+    };
 
     // The pods of this cluster.
     let selector = format!("{LABEL_CLUSTER}={name},{LABEL_IS_RAY_NODE}=yes");
@@ -186,6 +212,7 @@ pub async fn run(client: Client, metrics: Metrics) {
     let services: Api<Service> = Api::all(client.clone());
     let ctx = Arc::new(Context::new(client));
     Controller::new(clusters, watcher::Config::default())
+        .with_config(crate::operate::controller_config())
         .owns(
             pods,
             watcher::Config::default().labels(&format!("{LABEL_IS_RAY_NODE}=yes")),

@@ -82,6 +82,10 @@ pub struct Context {
     metrics: Metrics,
     /// Every RayService the controller watches (for the managed-objects gauge).
     watched: std::sync::OnceLock<kube::runtime::reflector::Store<RayService>>,
+    /// The newest resourceVersion of each RayService (by uid) this controller wrote or read
+    /// straight from the API server. A watched object at that version is current; any other may
+    /// be older than the controller's own last write, and is read again.
+    fresh: Mutex<HashMap<String, String>>,
     /// Since when each cluster's dashboard has not answered (namespace/cluster).
     unreachable_since: Mutex<HashMap<String, Timestamp>>,
 }
@@ -99,8 +103,22 @@ impl Context {
             http,
             metrics,
             watched: std::sync::OnceLock::new(),
+            fresh: Mutex::default(),
             unreachable_since: Mutex::default(),
         })
+    }
+
+    fn fresh(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.fresh
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Remembers the version of a RayService just written or read from the API server.
+    fn saw(&self, service: &RayService) {
+        if let (Some(uid), Some(version)) = (service.uid(), service.resource_version()) {
+            self.fresh().insert(uid, version);
+        }
     }
 
     fn unreachable(&self) -> std::sync::MutexGuard<'_, HashMap<String, Timestamp>> {
@@ -253,8 +271,18 @@ async fn reconcile_inner(service: &RayService, ctx: &Context) -> Result<Requeue,
         .clone()
         .ok_or(Error::Incomplete("namespace"))?;
     let services: Api<RayService> = Api::namespaced(ctx.client.clone(), &namespace);
-    let Some(service) = services.get_opt(&name).await? else {
-        return Ok(Requeue::await_change());
+    let current = service.uid().is_some_and(|uid| {
+        let known = ctx.fresh().get(&uid).cloned();
+        known.is_none() || known == service.resource_version()
+    });
+    let service = if current {
+        service.clone()
+    } else {
+        let Some(fresh) = services.get_opt(&name).await? else {
+            return Ok(Requeue::await_change());
+        };
+        ctx.saw(&fresh);
+        fresh
     };
     if service.metadata.deletion_timestamp.is_some() {
         return clean_up(ctx, &services, &service).await;
@@ -263,9 +291,10 @@ async fn reconcile_inner(service: &RayService, ctx: &Context) -> Result<Requeue,
         let mut finalizers = service.finalizers().to_vec();
         finalizers.push(FINALIZER.to_string());
         let patch = serde_json::json!({"metadata": {"finalizers": finalizers}});
-        services
+        let patched = services
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
+        ctx.saw(&patched);
     }
     let mut pass = Pass {
         ctx,
@@ -308,8 +337,10 @@ impl Pass<'_> {
         let mut pods: Vec<Pod> = if owned.is_empty() {
             Vec::new()
         } else {
+            // From the API server's watch cache: at least as new as the event that woke this
+            // reconcile; a pod missing for a moment only delays what follows.
             pods_api
-                .list(&ListParams::default().labels(&selector))
+                .list(&ListParams::default().labels(&selector).match_any())
                 .await?
                 .items
         };
@@ -747,13 +778,14 @@ impl Pass<'_> {
             "kind": "RayService",
             "status": serde_json::to_value(status)?,
         });
-        services
+        let written = services
             .patch_status(
                 &self.name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&patch),
             )
             .await?;
+        self.ctx.saw(&written);
         Ok(())
     }
 
@@ -909,6 +941,7 @@ async fn clean_up(
         .await?;
     ctx.unreachable()
         .retain(|key, _| !key.starts_with(&format!("{namespace}/{name}-raycluster-")));
+    ctx.fresh().remove(&uid);
     Ok(Requeue::await_change())
 }
 
@@ -935,7 +968,8 @@ pub async fn run(client: Client, metrics: Metrics) -> Result<(), Error> {
     let svcs: Api<Service> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     let ctx = Arc::new(Context::new(client, metrics)?);
-    let controller = Controller::new(services, watcher::Config::default());
+    let controller = Controller::new(services, watcher::Config::default())
+        .with_config(crate::operate::controller_config());
     let _ = ctx.watched.set(controller.store());
     controller
         .owns(clusters, watcher::Config::default().labels(&origin))
