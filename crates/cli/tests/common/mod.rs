@@ -23,11 +23,20 @@ pub struct Env {
 }
 
 /// A port free right now on 127.0.0.1.
+/// A port free right now, from 10000-19999: below the kernel's ephemeral range (32768 and up,
+/// where Ray's many outgoing connections could take a port between this check and its use)
+/// and below the 20000-31999 that Ray nodes and control planes take.
 pub fn free_port() -> u16 {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % 100) as u16 * 100;
+    for _ in 0..10_000 {
+        let port = 10_000 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 10_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 10000-19999")
 }
 
 /// The repository root.
