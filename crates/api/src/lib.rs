@@ -4,6 +4,7 @@
 pub mod crd;
 pub mod error;
 pub mod manifest;
+pub mod serve_api;
 pub mod serve_config;
 pub mod types;
 pub mod validate;

@@ -1,19 +1,23 @@
 //! The reconcile decision: what the desired spec and the observed clusters require
-//! (`../shared/spec/rayservice.md` sections 3 and 4). Read this file to learn what happens when
+//! (`docs/contract.md`). Read this file to learn what happens when
 //! `rayVersion`, `replicas` or `serveConfigV2` change, and when a cluster is unhealthy.
 
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
+use rayservice_api::serve_api::ServeAppStatus;
 use rayservice_api::{FieldError, RayClusterSpec, ServeConfig, UpgradeType};
 
+use crate::contract::ClusterMemory;
 use crate::hash::{
     autoscaler_fields_changed, cluster_hash, cluster_hash_of_first_groups, fields_forcing_upgrade,
     serve_config_hash,
 };
 use crate::model::{
-    Action, Decision, Desired, Event, EventKind, Observed, ObservedCluster, ServeObservation,
+    Action, CreateCause, Decision, Desired, Event, EventKind, Observed, ObservedCluster,
+    ServeObservation,
 };
+use crate::naming::cluster_name;
 use crate::status::{self, Roles};
 
 /// Default `serviceUnhealthySecondThreshold`.
@@ -27,11 +31,9 @@ pub const DEFAULT_DELETION_DELAY_SECONDS: i64 = 60;
 const BUSY_REQUEUE: Duration = Duration::from_millis(250);
 /// How soon to look again when all is steady (health checks).
 const STEADY_REQUEUE: Duration = Duration::from_secs(2);
-
-/// Name of a new cluster of RayService `service`.
-pub fn cluster_name(service: &str, suffix: &str) -> String {
-    format!("{service}-raycluster-{suffix}")
-}
+/// How soon to look again when no head can be asked and the platform wakes the controller
+/// when one comes up.
+const WATCH_ONLY_REQUEUE: Duration = Duration::from_secs(60);
 
 /// Decides what to do for one RayService. Pure: the same input gives the same answer.
 pub fn reconcile(desired: &Desired<'_>, observed: &Observed) -> Decision {
@@ -72,6 +74,7 @@ struct Reconcile<'a> {
     spec_changed: bool,
     actions: Vec<Action>,
     requeue: Duration,
+    next_deletion: Option<Duration>,
     skipped_upgrade: Option<String>,
 }
 
@@ -95,6 +98,7 @@ impl<'a> Reconcile<'a> {
             spec_changed: observed.status.observed_generation != Some(desired.generation),
             actions: Vec::new(),
             requeue: STEADY_REQUEUE,
+            next_deletion: None,
             skipped_upgrade: None,
         }
     }
@@ -126,7 +130,7 @@ impl<'a> Reconcile<'a> {
         let mut pending = self.cluster(previous.pending_service_status.ray_cluster_name.as_ref());
 
         // A pending cluster built from an older spec is replaced (spec changed again mid-upgrade).
-        if let Some(stale) = pending.take_if(|p| p.spec_hash != self.desired_hash) {
+        if let Some(stale) = pending.take_if(|p| p.memory.spec_hash != self.desired_hash) {
             self.event(
                 EventKind::Normal,
                 "PendingClusterReplaced",
@@ -139,7 +143,7 @@ impl<'a> Reconcile<'a> {
         self.sweep_unreferenced(active.as_ref(), &mut pending);
 
         if active.is_none() && pending.is_none() {
-            pending = Some(self.create_cluster("Creating the first Ray cluster"));
+            pending = Some(self.create_cluster(CreateCause::FirstCluster));
         } else if let (Some(running), None) = (&active, &pending) {
             pending = self.maybe_start_new_cluster(running);
         }
@@ -154,9 +158,12 @@ impl<'a> Reconcile<'a> {
             if let Some(old) = &active {
                 let delay = self.deletion_delay();
                 let at = Timestamp::from_second(self.now.as_second() + delay).unwrap_or(self.now);
-                self.actions.push(Action::ScheduleDeletion {
+                self.actions.push(Action::Remember {
                     cluster: old.name.clone(),
-                    at,
+                    memory: ClusterMemory {
+                        delete_at: Some(at),
+                        ..old.memory.clone()
+                    },
                 });
                 self.event(
                     EventKind::Normal,
@@ -200,11 +207,25 @@ impl<'a> Reconcile<'a> {
         for event in status::deployment_transitions(&self.observed.status, &status) {
             self.actions.push(Action::Event(event));
         }
+        let requeue_after = self.requeue_after();
         Decision {
             actions: self.actions,
             status,
-            requeue_after: self.requeue,
+            requeue_after,
         }
+    }
+
+    /// When to look again: soon while something changes, every few seconds for health checks
+    /// while a head can be asked, otherwise (a watch-driven platform with no head up) only on
+    /// the platform's wake-up; never later than the next scheduled deletion.
+    fn requeue_after(&self) -> Duration {
+        let nothing_to_ask = !self.observed.clusters.iter().any(|c| c.nodes.head_up);
+        let requeue = if nothing_to_ask && self.observed.watch_driven {
+            self.requeue.max(WATCH_ONLY_REQUEUE)
+        } else {
+            self.requeue
+        };
+        self.next_deletion.map_or(requeue, |due| requeue.min(due))
     }
 
     /// Clusters that are neither active nor pending: retiring ones stop when due; a leftover of an
@@ -231,7 +252,7 @@ impl<'a> Reconcile<'a> {
         });
         unreferenced.sort_by_key(|cluster| std::cmp::Reverse(cluster.created_at));
         for cluster in unreferenced {
-            match cluster.delete_at {
+            match cluster.memory.delete_at {
                 Some(at) if at <= self.now => {
                     self.actions.push(Action::DeleteCluster {
                         cluster: cluster.name.clone(),
@@ -243,10 +264,11 @@ impl<'a> Reconcile<'a> {
                     );
                 }
                 Some(at) => {
-                    let wait = (at.as_second() - self.now.as_second()).max(1) as u64;
-                    self.requeue = self.requeue.min(Duration::from_secs(wait));
+                    let wait =
+                        Duration::from_secs((at.as_second() - self.now.as_second()).max(1) as u64);
+                    self.next_deletion = Some(self.next_deletion.map_or(wait, |d| d.min(wait)));
                 }
-                None if pending.is_none() && cluster.spec_hash == self.desired_hash => {
+                None if pending.is_none() && cluster.memory.spec_hash == self.desired_hash => {
                     *pending = Some(cluster.clone());
                 }
                 None => self.actions.push(Action::DeleteCluster {
@@ -256,39 +278,39 @@ impl<'a> Reconcile<'a> {
         }
     }
 
-    fn create_cluster(&mut self, why: &str) -> ObservedCluster {
+    fn create_cluster(&mut self, cause: CreateCause) -> ObservedCluster {
         let name = cluster_name(self.desired.name, &self.observed.fresh_suffix);
         self.event(
             EventKind::Normal,
             "ClusterCreated",
-            format!("{why}: {name}"),
+            format!("{cause}: {name}"),
         );
+        let memory = ClusterMemory::new(self.desired_hash.clone());
         self.actions.push(Action::CreateCluster {
             name: name.clone(),
             spec: Box::new(self.cluster_spec.clone()),
-            spec_hash: self.desired_hash.clone(),
+            memory: memory.clone(),
+            cause,
         });
         self.busy();
         // The new cluster is not observed yet; it has no serve state until the next reconcile.
         ObservedCluster {
             name,
             spec: self.cluster_spec.clone(),
-            spec_hash: self.desired_hash.clone(),
             created_at: self.now,
-            delete_at: None,
+            memory,
             nodes: Default::default(),
             serve: ServeObservation::Unknown,
-            submitted_config_hash: None,
-            rejected_config: None,
         }
     }
 
     /// With only an active cluster: is a new one needed (spec change or bad health)?
     fn maybe_start_new_cluster(&mut self, running: &ObservedCluster) -> Option<ObservedCluster> {
-        if running.spec_hash != self.desired_hash {
+        if running.memory.spec_hash != self.desired_hash {
             let groups = running.spec.worker_group_specs.len();
             let only_appended = self.cluster_spec.worker_group_specs.len() > groups
-                && cluster_hash_of_first_groups(self.cluster_spec, groups) == running.spec_hash;
+                && cluster_hash_of_first_groups(self.cluster_spec, groups)
+                    == running.memory.spec_hash;
             if only_appended {
                 self.event(
                     EventKind::Normal,
@@ -301,11 +323,15 @@ impl<'a> Reconcile<'a> {
                 self.actions.push(Action::UpdateClusterInPlace {
                     name: running.name.clone(),
                     spec: Box::new(self.cluster_spec.clone()),
-                    spec_hash: self.desired_hash.clone(),
+                    memory: ClusterMemory {
+                        spec_hash: self.desired_hash.clone(),
+                        ..running.memory.clone()
+                    },
                 });
                 return None;
             }
-            let fields = fields_forcing_upgrade(&running.spec, self.cluster_spec).join(", ");
+            let changed = fields_forcing_upgrade(&running.spec, self.cluster_spec);
+            let fields = changed.join(", ");
             if self.upgrade_type() == UpgradeType::None {
                 self.skipped_upgrade = Some(format!(
                     "upgradeStrategy.type is None: {fields} changed but cluster {} keeps running the old spec",
@@ -320,9 +346,7 @@ impl<'a> Reconcile<'a> {
                 }
                 return None;
             }
-            return Some(self.create_cluster(&format!(
-                "rayClusterConfig changed ({fields}): starting a new cluster"
-            )));
+            return Some(self.create_cluster(CreateCause::SpecChanged { fields: changed }));
         }
         if self.spec_changed {
             let owned = autoscaler_fields_changed(&running.spec, self.cluster_spec);
@@ -344,7 +368,7 @@ impl<'a> Reconcile<'a> {
                 "ClusterUnhealthy",
                 format!("cluster {}: {why}", running.name),
             );
-            return Some(self.create_cluster("Replacing an unhealthy cluster"));
+            return Some(self.create_cluster(CreateCause::Unhealthy { why }));
         }
         None
     }
@@ -388,12 +412,12 @@ impl<'a> Reconcile<'a> {
                     .active_service_status
                     .application_statuses;
                 applications.iter().find_map(|app| {
-                    if app.status != "DEPLOY_FAILED" && app.status != "UNHEALTHY" {
+                    if !app.status.is_failing() {
                         return None;
                     }
                     let since = previous
                         .get(&app.name)
-                        .filter(|p| p.status == app.status)
+                        .filter(|p| p.status == app.status.as_str())
                         .and_then(|p| p.last_update_time.as_deref())
                         .and_then(|t| t.parse::<Timestamp>().ok())?;
                     let for_seconds = self.now.as_second() - since.as_second();
@@ -418,11 +442,12 @@ impl<'a> Reconcile<'a> {
         if !cluster.nodes.head_ready {
             return;
         }
-        let accepted = cluster.submitted_config_hash.as_deref() == Some(self.config_hash.as_str());
-        let refused = cluster
+        let memory = &cluster.memory;
+        let accepted = memory.submitted_config_hash.as_deref() == Some(self.config_hash.as_str());
+        let refused = memory
             .rejected_config
             .as_ref()
-            .is_some_and(|(hash, _)| *hash == self.config_hash);
+            .is_some_and(|rejected| rejected.hash == self.config_hash);
         let lost =
             accepted && applications.is_empty() && !self.serve_config.applications.is_empty();
         if (!accepted && !refused) || lost {
@@ -447,7 +472,7 @@ impl<'a> Reconcile<'a> {
     /// others keep deploying, or stay failed, in plain sight in the status.
     fn ready_to_take_traffic(&self, cluster: &ObservedCluster, first: bool) -> bool {
         if !cluster.nodes.head_ready
-            || cluster.submitted_config_hash.as_deref() != Some(self.config_hash.as_str())
+            || cluster.memory.submitted_config_hash.as_deref() != Some(self.config_hash.as_str())
         {
             return false;
         }
@@ -475,7 +500,7 @@ impl<'a> Reconcile<'a> {
         let running = |name: &str| {
             applications
                 .iter()
-                .any(|a| a.name == name && a.status == "RUNNING")
+                .any(|a| a.name == name && a.status == ServeAppStatus::Running)
         };
         let ready = |app: &rayservice_api::ServeApplication| running(&app.name) && routed(app);
         if first {

@@ -4,14 +4,20 @@
 //! the cluster hash, in-place update versus new cluster, readiness, health thresholds,
 //! promotion and the deletion delay. No I/O happens here.
 
+pub mod contract;
 pub mod decide;
 pub mod hash;
 pub mod model;
+pub mod naming;
 pub mod status;
 
-pub use decide::{cluster_name, reconcile};
+pub use contract::{ClusterMemory, RejectedConfig};
+pub use decide::reconcile;
 pub use hash::{HASH_ANNOTATION, cluster_hash};
 pub use model::*;
+pub use naming::{cluster_name, random_suffix};
 
+#[cfg(test)]
+mod contract_tests;
 #[cfg(test)]
 mod tests;

@@ -1,9 +1,12 @@
 //! What the core is told (desired and observed state) and what it answers (actions, status).
 
 use k8s_openapi::jiff::Timestamp;
+pub use rayservice_api::serve_api::{ObservedApp, ObservedDeployment};
 use rayservice_api::{RayClusterSpec, RayServiceSpec, RayServiceStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::contract::ClusterMemory;
 
 /// The RayService as the user wants it.
 #[derive(Debug, Clone)]
@@ -27,6 +30,9 @@ pub struct Observed {
     pub clusters: Vec<ObservedCluster>,
     /// A fresh random 5-character suffix, used if a new cluster must be named.
     pub fresh_suffix: String,
+    /// The platform wakes the controller when a head comes up (Kubernetes watches pods); with
+    /// no head to ask, it need not look again soon. Local mode polls.
+    pub watch_driven: bool,
 }
 
 /// One cluster owned by a RayService, as observed.
@@ -36,26 +42,22 @@ pub struct ObservedCluster {
     pub name: String,
     /// The spec it was created from (with the worker counts it runs).
     pub spec: RayClusterSpec,
-    /// [`crate::hash::cluster_hash`] of the RayService spec it was created from.
-    pub spec_hash: String,
     /// When it was created.
     pub created_at: Timestamp,
-    /// When it is due for deletion, once traffic has left it.
-    pub delete_at: Option<Timestamp>,
+    /// What the platform keeps about it (spec hash, serve config accepted, deletion time).
+    pub memory: ClusterMemory,
     /// Its nodes.
     pub nodes: NodesObservation,
     /// Its dashboard and Serve.
     pub serve: ServeObservation,
-    /// Hash of the serve config it last accepted.
-    pub submitted_config_hash: Option<String>,
-    /// Hash and Ray's message of a serve config it refused (HTTP 400).
-    pub rejected_config: Option<(String, String)>,
 }
 
 /// The Ray nodes of a cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodesObservation {
-    /// The head process runs and its dashboard answered at least once.
+    /// The head runs (a live process locally, a ready pod with an IP on Kubernetes).
+    pub head_up: bool,
+    /// The head is up and its dashboard answered at least once ([`crate::contract::see`]).
     pub head_ready: bool,
     /// Worker nodes wanted.
     pub workers_desired: i32,
@@ -88,30 +90,19 @@ pub enum ServeObservation {
     },
 }
 
-/// A Serve application as Ray reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObservedApp {
-    /// Application name.
-    pub name: String,
-    /// NOT_STARTED, DEPLOYING, DEPLOY_FAILED, RUNNING, UNHEALTHY, DELETING.
-    pub status: String,
-    /// Ray's message.
-    pub message: String,
-    /// Deployments: name, status, message.
-    pub deployments: Vec<(String, String, String)>,
-}
-
 /// Something the platform must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Start a new cluster from `spec`, recording `spec_hash` on it.
+    /// Start a new cluster from `spec`, keeping `memory` about it.
     CreateCluster {
         /// Its name.
         name: String,
         /// What to run.
         spec: Box<RayClusterSpec>,
-        /// Hash to record.
-        spec_hash: String,
+        /// What to keep about it from the start (its spec hash).
+        memory: ClusterMemory,
+        /// Why it is created.
+        cause: CreateCause,
     },
     /// Add worker groups appended to the spec to a running cluster.
     UpdateClusterInPlace {
@@ -119,8 +110,8 @@ pub enum Action {
         name: String,
         /// The new spec (same as before plus appended groups).
         spec: Box<RayClusterSpec>,
-        /// Hash to record.
-        spec_hash: String,
+        /// Its memory afterwards (the new spec hash).
+        memory: ClusterMemory,
     },
     /// PUT the serve config to the cluster's dashboard.
     SubmitServeConfig {
@@ -136,12 +127,12 @@ pub enum Action {
         /// The cluster that serves from now on.
         cluster: Option<String>,
     },
-    /// Mark a cluster for deletion at a time.
-    ScheduleDeletion {
+    /// Keep this memory about a cluster from now on (e.g. when it is due for deletion).
+    Remember {
         /// The cluster.
         cluster: String,
-        /// When.
-        at: Timestamp,
+        /// Its whole memory.
+        memory: ClusterMemory,
     },
     /// Stop and remove a cluster now.
     DeleteCluster {
@@ -150,6 +141,40 @@ pub enum Action {
     },
     /// Record an event.
     Event(Event),
+}
+
+/// Why a new cluster is started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateCause {
+    /// Nothing runs yet.
+    FirstCluster,
+    /// The cluster spec changed in fields that need a new cluster (zero-downtime upgrade).
+    SpecChanged {
+        /// The fields, e.g. `rayVersion`.
+        fields: Vec<String>,
+    },
+    /// The serving cluster stayed unhealthy beyond its threshold.
+    Unhealthy {
+        /// Why, for a person.
+        why: String,
+    },
+}
+
+impl std::fmt::Display for CreateCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CreateCause::FirstCluster => f.write_str("Creating the first Ray cluster"),
+            CreateCause::SpecChanged { fields } if fields.is_empty() => {
+                f.write_str("rayClusterConfig changed: starting a new cluster")
+            }
+            CreateCause::SpecChanged { fields } => write!(
+                f,
+                "rayClusterConfig changed ({}): starting a new cluster",
+                fields.join(", ")
+            ),
+            CreateCause::Unhealthy { .. } => f.write_str("Replacing an unhealthy cluster"),
+        }
+    }
 }
 
 /// An event, as `kubectl describe` lists them.

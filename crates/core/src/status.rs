@@ -3,9 +3,10 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use rayservice_api::serve_api::{ServeAppStatus, ServeDeploymentStatus};
 use rayservice_api::{
-    AppStatus, DeploymentStatus, FieldError, HeadInfo, RayClusterStatus, RayServiceStatus,
-    ServeConfig, ServiceClusterStatus,
+    AppStatus, DeploymentStatus, FieldError, RayClusterStatus, RayServiceStatus, ServeConfig,
+    ServiceClusterStatus,
 };
 
 use crate::model::{
@@ -45,11 +46,6 @@ pub fn cluster_status(cluster: &ObservedCluster) -> RayClusterStatus {
         } else {
             0
         },
-        head: Some(HeadInfo {
-            pod_ip: Some("127.0.0.1".into()),
-            service_ip: Some("127.0.0.1".into()),
-            pod_name: None,
-        }),
         reason: nodes.failure.clone(),
         ..Default::default()
     }
@@ -165,11 +161,11 @@ pub fn settling(status: &RayServiceStatus) -> bool {
         .application_statuses
         .values()
         .any(|app| {
-            app.status != "RUNNING"
+            app.status != ServeAppStatus::Running.as_str()
                 || app
                     .serve_deployment_statuses
                     .values()
-                    .any(|d| d.status != "HEALTHY")
+                    .any(|d| d.status != ServeDeploymentStatus::Healthy.as_str())
         })
 }
 
@@ -200,7 +196,7 @@ pub fn deployment_transitions(
                 continue;
             };
             if old.status != deployment.status {
-                let kind = if matches!(deployment.status.as_str(), "UNHEALTHY" | "DEPLOY_FAILED") {
+                let kind = if ServeDeploymentStatus::from(deployment.status.clone()).is_failing() {
                     EventKind::Warning
                 } else {
                     EventKind::Normal
@@ -270,10 +266,11 @@ fn readiness(
         .into_iter()
         .flatten()
         .find_map(|c| {
-            c.rejected_config
+            c.memory
+                .rejected_config
                 .as_ref()
-                .filter(|(hash, _)| hash == config_hash)
-                .map(|(_, why)| (c, why))
+                .filter(|rejected| rejected.hash == config_hash)
+                .map(|rejected| (c, &rejected.message))
         });
     if let Some((cluster, why)) = rejected {
         return (
@@ -294,10 +291,9 @@ fn readiness(
     }
     // An app that never ran on this cluster is still being deployed; one that ran and is being
     // updated in place (DEPLOYING with a health time) keeps serving and keeps the service Ready.
-    let never_ran = active
-        .application_statuses
-        .values()
-        .any(|app| app.status != "RUNNING" && app.health_last_update_time.is_none());
+    let never_ran = active.application_statuses.values().any(|app| {
+        app.status != ServeAppStatus::Running.as_str() && app.health_last_update_time.is_none()
+    });
     let missing = config
         .applications
         .iter()
@@ -340,7 +336,7 @@ fn starting_message(cluster: &ObservedCluster, status: &ServiceClusterStatus) ->
     let waiting: Vec<String> = status
         .application_statuses
         .iter()
-        .filter(|(_, app)| app.status != "RUNNING")
+        .filter(|(_, app)| app.status != ServeAppStatus::Running.as_str())
         .map(|(name, app)| {
             let detail = app
                 .serve_deployment_statuses
@@ -373,7 +369,7 @@ fn failing_apps(status: &ServiceClusterStatus) -> Option<String> {
     let failed: Vec<String> = status
         .application_statuses
         .iter()
-        .filter(|(_, app)| app.status == "DEPLOY_FAILED" || app.status == "UNHEALTHY")
+        .filter(|(_, app)| ServeAppStatus::from(app.status.clone()).is_failing())
         .map(|(name, app)| format!("{name} is {}: {}", app.status, app.message))
         .collect();
     (!failed.is_empty()).then(|| failed.join("; "))
@@ -398,33 +394,34 @@ fn service_cluster_status(
                 let deployments = app
                     .deployments
                     .iter()
-                    .map(|(name, status, message)| {
-                        let old_d = old.and_then(|o| o.serve_deployment_statuses.get(name));
+                    .map(|observed| {
+                        let old_d =
+                            old.and_then(|o| o.serve_deployment_statuses.get(&observed.name));
                         let (last, health) = times(
                             old_d.map(|d| {
                                 (&d.status, &d.last_update_time, &d.health_last_update_time)
                             }),
-                            status,
-                            status == "HEALTHY",
+                            observed.status.as_str(),
+                            observed.status == ServeDeploymentStatus::Healthy,
                             now,
                         );
                         let deployment = DeploymentStatus {
-                            status: status.clone(),
-                            message: message.clone(),
+                            status: observed.status.to_string(),
+                            message: observed.message.clone(),
                             last_update_time: last,
                             health_last_update_time: health,
                         };
-                        (name.clone(), deployment)
+                        (observed.name.clone(), deployment)
                     })
                     .collect();
                 let (last, health) = times(
                     old.map(|o| (&o.status, &o.last_update_time, &o.health_last_update_time)),
-                    &app.status,
-                    app.status == "RUNNING",
+                    app.status.as_str(),
+                    app.status == ServeAppStatus::Running,
                     now,
                 );
                 let status = AppStatus {
-                    status: app.status.clone(),
+                    status: app.status.to_string(),
                     message: app.message.clone(),
                     last_update_time: last,
                     health_last_update_time: health,

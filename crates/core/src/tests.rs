@@ -5,6 +5,8 @@ use rayservice_api::{
     RayClusterSpec, RayServiceSpec, RayServiceStatus, UpgradeStrategy, UpgradeType, WorkerGroupSpec,
 };
 
+use rayservice_api::serve_api::{ServeAppStatus, ServeDeploymentStatus};
+
 use crate::hash::{cluster_hash, serve_config_hash};
 use crate::model::*;
 use crate::reconcile;
@@ -12,7 +14,7 @@ use crate::status::is_ready;
 
 const CONFIG: &str = "applications:\n- name: fruit_app\n  import_path: fruit.deployment_graph\n  route_prefix: /fruit\n  deployments:\n  - name: MangoStand\n    user_config: {price: 3}\n- name: math_app\n  import_path: conditional_dag.serve_dag\n  route_prefix: /calc\n";
 
-fn spec() -> RayServiceSpec {
+pub(crate) fn spec() -> RayServiceSpec {
     RayServiceSpec {
         serve_config_v2: Some(CONFIG.into()),
         ray_cluster_config: Some(RayClusterSpec {
@@ -95,6 +97,7 @@ impl World {
             status: self.status.clone(),
             clusters: self.clusters.clone(),
             fresh_suffix: format!("c{:04}", self.suffix),
+            watch_driven: false,
         };
         let desired = Desired {
             name: "svc",
@@ -114,9 +117,7 @@ impl World {
     fn apply(&mut self, action: &Action) {
         match action {
             Action::CreateCluster {
-                name,
-                spec,
-                spec_hash,
+                name, spec, memory, ..
             } => {
                 self.suffix += 1;
                 assert!(
@@ -126,9 +127,8 @@ impl World {
                 self.clusters.push(ObservedCluster {
                     name: name.clone(),
                     spec: (**spec).clone(),
-                    spec_hash: spec_hash.clone(),
+                    memory: memory.clone(),
                     created_at: self.time(),
-                    delete_at: None,
                     nodes: NodesObservation {
                         workers_desired: spec
                             .worker_group_specs
@@ -138,18 +138,12 @@ impl World {
                         ..Default::default()
                     },
                     serve: ServeObservation::Unknown,
-                    submitted_config_hash: None,
-                    rejected_config: None,
                 });
             }
-            Action::UpdateClusterInPlace {
-                name,
-                spec,
-                spec_hash,
-            } => {
+            Action::UpdateClusterInPlace { name, spec, memory } => {
                 let cluster = self.cluster_mut(name);
                 cluster.spec = (**spec).clone();
-                cluster.spec_hash = spec_hash.clone();
+                cluster.memory = memory.clone();
             }
             Action::SubmitServeConfig {
                 cluster,
@@ -159,7 +153,7 @@ impl World {
                 self.submits.push(cluster.clone());
                 let behaviour = self.behaviour;
                 let target = self.cluster_mut(cluster);
-                target.submitted_config_hash = Some(config_hash.clone());
+                target.memory.submitted_config_hash = Some(config_hash.clone());
                 let apps = config["applications"]
                     .as_array()
                     .cloned()
@@ -169,7 +163,7 @@ impl World {
                         .iter()
                         .map(|app| ObservedApp {
                             name: app["name"].as_str().unwrap_or_default().to_string(),
-                            status: "DEPLOYING".into(),
+                            status: ServeAppStatus::Deploying,
                             message: String::new(),
                             deployments: Vec::new(),
                         })
@@ -182,8 +176,8 @@ impl World {
                 }
             }
             Action::RouteTraffic { cluster } => self.routed_to = cluster.clone(),
-            Action::ScheduleDeletion { cluster, at } => {
-                self.cluster_mut(cluster).delete_at = Some(*at)
+            Action::Remember { cluster, memory } => {
+                self.cluster_mut(cluster).memory = memory.clone()
             }
             Action::DeleteCluster { cluster } => {
                 assert_ne!(
@@ -200,7 +194,9 @@ impl World {
     /// The head of a cluster comes up and its dashboard answers.
     fn head_up(&mut self, name: &str) {
         let cluster = self.cluster_mut(name);
+        cluster.nodes.head_up = true;
         cluster.nodes.head_ready = true;
+        cluster.memory.dashboard_answered = true;
         cluster.nodes.workers_running = cluster.nodes.workers_desired;
         if cluster.serve == ServeObservation::Unknown {
             cluster.serve = ServeObservation::Reachable {
@@ -216,22 +212,21 @@ impl World {
         if let ServeObservation::Reachable { applications, .. } = &mut self.cluster_mut(name).serve
         {
             for app in applications.iter_mut() {
-                app.status = status.to_string();
+                app.status = ServeAppStatus::from(status.to_string());
                 app.message = if status == "DEPLOY_FAILED" {
                     "ModuleNotFoundError: No module named 'fruit'".into()
                 } else {
                     String::new()
                 };
-                app.deployments = vec![(
-                    "MangoStand".into(),
-                    if status == "RUNNING" {
-                        "HEALTHY"
+                app.deployments = vec![ObservedDeployment {
+                    name: "MangoStand".into(),
+                    status: if status == "RUNNING" {
+                        ServeDeploymentStatus::Healthy
                     } else {
-                        "UNHEALTHY"
-                    }
-                    .into(),
-                    String::new(),
-                )];
+                        ServeDeploymentStatus::Unhealthy
+                    },
+                    message: String::new(),
+                }];
             }
         }
     }
@@ -449,7 +444,7 @@ fn cluster_change_is_a_zero_downtime_upgrade() {
         .find(|c| c.name == old)
         .expect("old still there");
     assert_eq!(
-        retiring.delete_at.map(|t| t.as_second()),
+        retiring.memory.delete_at.map(|t| t.as_second()),
         Some(world.now + 60)
     );
 
@@ -542,7 +537,7 @@ fn serve_change_during_upgrade_goes_to_the_pending_cluster_only() {
         .clusters
         .iter()
         .find(|c| c.name == old)
-        .and_then(|c| c.submitted_config_hash.clone());
+        .and_then(|c| c.memory.submitted_config_hash.clone());
     assert_ne!(old_hash, None);
 }
 
@@ -674,8 +669,10 @@ fn refused_config_is_not_sent_again_and_status_says_why() {
         let config = rayservice_api::ServeConfig::parse(CONFIG, "x").expect("valid");
         serve_config_hash(&config.to_json())
     };
-    world.cluster_mut(&name).rejected_config =
-        Some((config_hash, "Deployment 'Nope' not found".into()));
+    world.cluster_mut(&name).memory.rejected_config = Some(crate::RejectedConfig {
+        hash: config_hash,
+        message: "Deployment 'Nope' not found".into(),
+    });
     let actions = world.step();
     assert!(
         !actions
@@ -701,7 +698,7 @@ fn first_cluster_serves_healthy_apps_even_when_one_fails() {
     world.step();
     world.ray_settles(&name, "RUNNING");
     if let ServeObservation::Reachable { applications, .. } = &mut world.cluster_mut(&name).serve {
-        applications[1].status = "DEPLOY_FAILED".into();
+        applications[1].status = ServeAppStatus::DeployFailed;
         applications[1].message = "No module named 'conditional_dag'".into();
     }
     world.step();
@@ -727,12 +724,12 @@ fn first_cluster_serves_as_soon_as_one_app_runs_but_is_not_ready() {
     world.head_up(&name);
     world.step();
     if let ServeObservation::Reachable { applications, .. } = &mut world.cluster_mut(&name).serve {
-        applications[0].status = "RUNNING".into();
-        applications[1].deployments = vec![(
-            "Router".into(),
-            "UPDATING".into(),
-            "Deployment 'Router' has 1 replica waiting for resources: {CPU: 64}".into(),
-        )];
+        applications[0].status = ServeAppStatus::Running;
+        applications[1].deployments = vec![ObservedDeployment {
+            name: "Router".into(),
+            status: ServeDeploymentStatus::Updating,
+            message: "Deployment 'Router' has 1 replica waiting for resources: {CPU: 64}".into(),
+        }];
     }
     world.step();
     assert_eq!(world.routed_to.as_deref(), Some(name.as_str()));
@@ -766,7 +763,7 @@ fn a_second_cluster_needs_every_app_running() {
     world.head_up(&new);
     world.step();
     if let ServeObservation::Reachable { applications, .. } = &mut world.cluster_mut(&new).serve {
-        applications[0].status = "RUNNING".into();
+        applications[0].status = ServeAppStatus::Running;
     }
     world.step();
     assert_eq!(world.routed_to.as_deref(), Some(old.as_str()));
@@ -816,7 +813,7 @@ fn a_stray_cluster_of_another_spec_is_removed() {
     let mut world = World::serving();
     let mut stray = world.clusters[0].clone();
     stray.name = "svc-raycluster-stray".into();
-    stray.spec_hash = "other".into();
+    stray.memory.spec_hash = "other".into();
     world.clusters.push(stray);
     let actions = world.step();
     assert!(actions.contains(&Action::DeleteCluster {
@@ -845,7 +842,7 @@ fn hash_recorded_on_the_cluster_is_the_spec_hash() {
     let mut world = World::new();
     world.step();
     assert_eq!(
-        world.clusters[0].spec_hash,
+        world.clusters[0].memory.spec_hash,
         cluster_hash(world.spec.ray_cluster_config.as_ref().expect("c"))
     );
 }
@@ -888,8 +885,12 @@ fn an_in_place_update_is_narrated_deployment_by_deployment() {
     world.step();
     if let ServeObservation::Reachable { applications, .. } = &mut world.cluster_mut(&active).serve
     {
-        applications[0].status = "RUNNING".into();
-        applications[0].deployments = vec![("MangoStand".into(), "UPDATING".into(), String::new())];
+        applications[0].status = ServeAppStatus::Running;
+        applications[0].deployments = vec![ObservedDeployment {
+            name: "MangoStand".into(),
+            status: ServeDeploymentStatus::Updating,
+            message: String::new(),
+        }];
     }
     let first = world.step();
     assert!(

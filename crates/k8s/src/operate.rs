@@ -214,7 +214,7 @@ pub fn default_identity() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "rayservice-operator".to_string());
-    format!("{host}_{}", crate::raycluster::random_suffix())
+    format!("{host}_{}", rayservice_core::random_suffix())
 }
 
 /// Leader election on one `coordination.k8s.io/v1` Lease.

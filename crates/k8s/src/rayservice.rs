@@ -3,10 +3,10 @@
 //!
 //! Each reconcile observes the RayService (read fresh from the API server), the RayClusters it
 //! owns, their pods, and Ray itself (each head's dashboard and each pod's Serve proxy), asks the
-//! core what to do, carries the actions out and writes the status. What the core must remember
-//! about a cluster lives on the RayCluster as annotations, so a restarted operator picks up
-//! where the last one stopped: the spec hash, the serve config it accepted (or refused), and when
-//! it is due for deletion.
+//! core what to do, carries the actions out and writes the status. What the core asks to keep
+//! about a cluster ([`rayservice_core::ClusterMemory`]) lives on the RayCluster as an annotation
+//! (and the spec hash also under KubeRay's own annotation), so a restarted operator picks up
+//! where the last one stopped.
 //!
 //! Event driven (watches on RayServices, their RayClusters, Services and Pods); Ray has no push
 //! API, so while a cluster's dashboard can be asked the core's own poll interval applies.
@@ -26,27 +26,25 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use rayservice_api::{RayCluster, RayClusterSpec, RayService, RayServiceStatus};
+use rayservice_core::contract::{self, DashboardAnswer, ProxyFacts};
 use rayservice_core::{
-    Action, Decision, Desired, EventKind, NodesObservation, Observed, ObservedCluster,
-    ServeObservation,
+    Action, ClusterMemory, Decision, Desired, EventKind, NodesObservation, Observed,
+    ObservedCluster,
 };
-use rayservice_ray::dashboard::{DashboardClient, DashboardError};
+use rayservice_ray::dashboard::DashboardClient;
 
 use crate::build::{
     self, LABEL_CLUSTER, LABEL_NODE_TYPE, LABEL_ORIGIN_CRD, LABEL_ORIGIN_NAME, LABEL_SERVE,
 };
 use crate::events::Events;
 use crate::operate::Metrics;
-use crate::raycluster::{FIELD_MANAGER, random_suffix};
+use crate::raycluster::FIELD_MANAGER;
+use rayservice_core::random_suffix;
 
 /// Finalizer that lets the controller remove what it created before the RayService goes.
 pub const FINALIZER: &str = "ray.io/rayservice-finalizer";
-/// Annotation: hash of the serve config the cluster accepted.
-pub const ANNOTATION_SUBMITTED: &str = "rayservice.io/serve-config-hash";
-/// Annotation: `{"hash": ..., "message": ...}` of a serve config Ray refused.
-pub const ANNOTATION_REJECTED: &str = "rayservice.io/rejected-serve-config";
-/// Annotation: when a retired cluster is deleted (RFC 3339).
-pub const ANNOTATION_DELETE_AT: &str = "rayservice.io/delete-at";
+/// Annotation: what the core keeps about the cluster ([`ClusterMemory`] as JSON).
+pub const ANNOTATION_MEMORY: &str = "rayservice.io/memory";
 /// Default dashboard port (also Ray's Serve REST API).
 pub const DASHBOARD_PORT: u16 = 8265;
 /// Default Serve HTTP port.
@@ -54,8 +52,6 @@ pub const SERVE_PORT: u16 = 8000;
 
 /// Requeue after a failed reconcile.
 const ERROR_REQUEUE: Duration = Duration::from_secs(5);
-/// Requeue while no cluster has a dashboard to ask: everything else arrives as watch events.
-const WATCH_ONLY_REQUEUE: Duration = Duration::from_secs(60);
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -86,8 +82,6 @@ pub struct Context {
     /// straight from the API server. A watched object at that version is current; any other may
     /// be older than the controller's own last write, and is read again.
     fresh: Mutex<HashMap<String, String>>,
-    /// Since when each cluster's dashboard has not answered (namespace/cluster).
-    unreachable_since: Mutex<HashMap<String, Timestamp>>,
 }
 
 impl Context {
@@ -104,7 +98,6 @@ impl Context {
             metrics,
             watched: std::sync::OnceLock::new(),
             fresh: Mutex::default(),
-            unreachable_since: Mutex::default(),
         })
     }
 
@@ -119,12 +112,6 @@ impl Context {
         if let (Some(uid), Some(version)) = (service.uid(), service.resource_version()) {
             self.fresh().insert(uid, version);
         }
-    }
-
-    fn unreachable(&self) -> std::sync::MutexGuard<'_, HashMap<String, Timestamp>> {
-        self.unreachable_since
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -225,10 +212,16 @@ impl ClusterView {
     }
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Rejected {
-    hash: String,
-    message: String,
+/// What the core keeps about a cluster, from its annotations. A cluster created by KubeRay's
+/// own format (or one whose memory annotation was edited away) still has its spec hash.
+fn memory_of(cluster: &RayCluster) -> ClusterMemory {
+    annotation(cluster, ANNOTATION_MEMORY)
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_else(|| {
+            ClusterMemory::new(
+                annotation(cluster, rayservice_core::HASH_ANNOTATION).unwrap_or_default(),
+            )
+        })
 }
 
 /// One reconcile of one RayService.
@@ -313,10 +306,6 @@ impl Pass<'_> {
         self.service.metadata.uid.as_deref().unwrap_or_default()
     }
 
-    fn key(&self, cluster: &str) -> String {
-        format!("{}/{cluster}", self.namespace)
-    }
-
     /// Reads the RayClusters this RayService owns and their pods.
     async fn load(&mut self) -> Result<(), Error> {
         let uid = self.uid().to_string();
@@ -377,7 +366,18 @@ impl Pass<'_> {
             status: previous.clone(),
             clusters: observed_clusters,
             fresh_suffix: random_suffix(),
+            watch_driven: true,
         };
+        let changed: Vec<&ObservedCluster> = self
+            .views
+            .iter()
+            .zip(&observed.clusters)
+            .filter(|(view, cluster)| memory_of(&view.object) != cluster.memory)
+            .map(|(_, cluster)| cluster)
+            .collect();
+        for cluster in changed {
+            self.remember(&cluster.name, &cluster.memory).await?;
+        }
         let spec = self.service.spec.clone();
         let desired = Desired {
             name: &self.name,
@@ -401,40 +401,22 @@ impl Pass<'_> {
             self.point_services_at(active).await?;
         }
 
-        let polling_ray = observed
-            .clusters
-            .iter()
-            .any(|c| !matches!(c.serve, ServeObservation::Unknown));
-        let next_deletion = observed
-            .clusters
-            .iter()
-            .filter_map(|c| c.delete_at)
-            .map(
-                |at| Duration::from_secs((at.as_second() - observed.now.as_second()).max(1) as u64),
-            )
-            .min();
-        let requeue = if polling_ray {
-            requeue_after
-        } else {
-            requeue_after
-                .max(WATCH_ONLY_REQUEUE)
-                .min(next_deletion.unwrap_or(WATCH_ONLY_REQUEUE))
-        };
-        Ok(Requeue::requeue(requeue))
+        Ok(Requeue::requeue(requeue_after))
     }
 
-    /// What one cluster looks like right now: its pods, its dashboard, its Serve proxies.
-    async fn observe(&self, view: &ClusterView, active: bool) -> ObservedCluster {
+    /// What one cluster looks like right now: its pods, its dashboard, its Serve proxies,
+    /// seen through the core's contract.
+    async fn observe(&self, view: &ClusterView, serving: bool) -> ObservedCluster {
         let object = &view.object;
-        let name = object.name_any();
         let spec = object.spec.clone();
         let head = view.head();
-        let head_ready = head.is_some_and(|p| build::pod_ready(p) && pod_host(p).is_some());
+        let head_host = head.filter(|p| build::pod_ready(p)).and_then(pod_host);
         let workers = view.pods.iter().filter(|p| {
             build::label(p, LABEL_NODE_TYPE) == Some("worker") && !build::is_terminating(p)
         });
-        let nodes = NodesObservation {
-            head_ready,
+        let facts = NodesObservation {
+            head_up: head_host.is_some(),
+            head_ready: false,
             workers_desired: spec
                 .worker_group_specs
                 .iter()
@@ -443,70 +425,34 @@ impl Pass<'_> {
             workers_running: workers.filter(|p| build::pod_running(p)).count() as i32,
             failure: view.pods.iter().find_map(pod_failure),
         };
-        let serve = match head.and_then(pod_host) {
-            Some(host) if head_ready => self.observe_serve(view, &host).await,
-            _ if active => {
-                // The serving cluster lost its head: count it as unreachable, so the health
-                // threshold replaces a cluster whose head never comes back.
-                let since = *self
-                    .ctx
-                    .unreachable()
-                    .entry(self.key(&name))
-                    .or_insert_with(now);
-                ServeObservation::Unreachable {
-                    since,
-                    error: "the head pod is not ready".to_string(),
-                }
+        let dashboard = head_host
+            .as_ref()
+            .map(|host| DashboardClient::at(self.ctx.http.clone(), host, dashboard_port(&spec)));
+        let answer = contract::ask(dashboard.as_ref()).await;
+        let proxies = match (&answer, &dashboard) {
+            (DashboardAnswer::Answered(_), Some(dashboard)) => {
+                self.probe_proxies(view, dashboard).await
             }
-            _ => ServeObservation::Unknown,
+            _ => ProxyFacts::default(),
         };
-        let rejected = annotation(object, ANNOTATION_REJECTED)
-            .and_then(|text| serde_json::from_str::<Rejected>(text).ok())
-            .map(|r| (r.hash, r.message));
+        let seen = contract::see(facts, answer, proxies, serving, &memory_of(object), now());
         ObservedCluster {
-            name,
-            spec_hash: annotation(object, rayservice_core::HASH_ANNOTATION)
-                .unwrap_or_default()
-                .to_string(),
+            name: object.name_any(),
             spec,
             created_at: object
                 .metadata
                 .creation_timestamp
                 .as_ref()
                 .map_or_else(now, |t| t.0),
-            delete_at: annotation(object, ANNOTATION_DELETE_AT).and_then(|t| t.parse().ok()),
-            nodes,
-            serve,
-            submitted_config_hash: annotation(object, ANNOTATION_SUBMITTED).map(str::to_string),
-            rejected_config: rejected,
+            memory: seen.memory,
+            nodes: seen.nodes,
+            serve: seen.serve,
         }
     }
 
-    /// Asks the head's dashboard for the applications and every pod's proxy for its health;
-    /// keeps each pod's `ray.io/serve` label in step.
-    async fn observe_serve(&self, view: &ClusterView, head_host: &str) -> ServeObservation {
-        let cluster = view.object.name_any();
-        let dashboard = DashboardClient::at(
-            self.ctx.http.clone(),
-            head_host,
-            dashboard_port(&view.object.spec),
-        );
-        let details = match dashboard.get_serve_applications().await {
-            Ok(details) => details,
-            Err(error) => {
-                let since = *self
-                    .ctx
-                    .unreachable()
-                    .entry(self.key(&cluster))
-                    .or_insert_with(now);
-                return ServeObservation::Unreachable {
-                    since,
-                    error: error.to_string(),
-                };
-            }
-        };
-        self.ctx.unreachable().remove(&self.key(&cluster));
-        let applications = details.observed_apps();
+    /// Asks every running pod's Serve proxy for its health (keeping each pod's `ray.io/serve`
+    /// label in step) and the head's proxy for its routes.
+    async fn probe_proxies(&self, view: &ClusterView, dashboard: &DashboardClient) -> ProxyFacts {
         let live: Vec<&Pod> = view
             .pods
             .iter()
@@ -536,8 +482,7 @@ impl Pass<'_> {
                 .map(|r| r.into_keys().collect()),
             _ => None,
         };
-        ServeObservation::Reachable {
-            applications,
+        ProxyFacts {
             serve_endpoints: health.iter().filter(|up| **up).count() as i32,
             routes,
         }
@@ -567,17 +512,14 @@ impl Pass<'_> {
     async fn carry_out(&mut self, action: Action) -> Result<(), Error> {
         match action {
             Action::CreateCluster {
-                name,
-                spec,
-                spec_hash,
-            } => self.create_cluster(&name, *spec, &spec_hash).await,
-            Action::UpdateClusterInPlace {
-                name,
-                spec,
-                spec_hash,
-            } => {
+                name, spec, memory, ..
+            } => self.create_cluster(&name, *spec, &memory).await,
+            Action::UpdateClusterInPlace { name, spec, memory } => {
                 let patch = serde_json::json!({
-                    "metadata": {"annotations": {rayservice_core::HASH_ANNOTATION: spec_hash}},
+                    "metadata": {"annotations": {
+                        rayservice_core::HASH_ANNOTATION: memory.spec_hash,
+                        ANNOTATION_MEMORY: serde_json::to_string(&memory)?,
+                    }},
                     "spec": serde_json::to_value(&*spec)?,
                 });
                 self.clusters
@@ -597,10 +539,7 @@ impl Pass<'_> {
                 }
                 Ok(())
             }
-            Action::ScheduleDeletion { cluster, at } => {
-                self.annotate(&cluster, ANNOTATION_DELETE_AT, Some(at.to_string()))
-                    .await
-            }
+            Action::Remember { cluster, memory } => self.remember(&cluster, &memory).await,
             Action::DeleteCluster { cluster } => {
                 match self
                     .clusters
@@ -611,7 +550,6 @@ impl Pass<'_> {
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
                     Err(e) => return Err(e.into()),
                 }
-                self.ctx.unreachable().remove(&self.key(&cluster));
                 Ok(())
             }
             Action::Event(event) => {
@@ -626,7 +564,7 @@ impl Pass<'_> {
         &mut self,
         name: &str,
         spec: RayClusterSpec,
-        spec_hash: &str,
+        memory: &ClusterMemory,
     ) -> Result<(), Error> {
         let owner = self
             .service
@@ -640,10 +578,16 @@ impl Pass<'_> {
                 (LABEL_ORIGIN_NAME.to_string(), self.name.clone()),
                 (LABEL_ORIGIN_CRD.to_string(), "RayService".to_string()),
             ])),
-            annotations: Some(BTreeMap::from([(
-                rayservice_core::HASH_ANNOTATION.to_string(),
-                spec_hash.to_string(),
-            )])),
+            annotations: Some(BTreeMap::from([
+                (
+                    rayservice_core::HASH_ANNOTATION.to_string(),
+                    memory.spec_hash.clone(),
+                ),
+                (
+                    ANNOTATION_MEMORY.to_string(),
+                    serde_json::to_string(memory)?,
+                ),
+            ])),
             owner_references: Some(vec![owner]),
             ..Default::default()
         };
@@ -661,23 +605,35 @@ impl Pass<'_> {
         }
     }
 
-    /// Sets (or, with `None`, removes) one annotation of a cluster.
-    async fn annotate(&self, cluster: &str, key: &str, value: Option<String>) -> Result<(), Error> {
-        let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+    /// Keeps the memory the core handed back for a cluster, in its annotation (and in this
+    /// pass's copy of the cluster, which later actions read).
+    async fn remember(&mut self, cluster: &str, memory: &ClusterMemory) -> Result<(), Error> {
+        let text = serde_json::to_string(memory)?;
+        let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_MEMORY: &text}}});
         match self
             .clusters
             .patch(cluster, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            Err(e) => Err(e.into()),
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+            Err(e) => return Err(e.into()),
         }
+        if let Some(view) = self
+            .views
+            .iter_mut()
+            .find(|v| v.object.name_any() == cluster)
+        {
+            view.object
+                .annotations_mut()
+                .insert(ANNOTATION_MEMORY.to_string(), text);
+        }
+        Ok(())
     }
 
-    /// PUTs the serve config to a cluster's head and records the answer on the cluster.
+    /// PUTs the serve config to a cluster's head; the core says what the answer means.
     async fn submit(
-        &self,
+        &mut self,
         cluster: &str,
         config: &serde_json::Value,
         config_hash: &str,
@@ -693,44 +649,14 @@ impl Pass<'_> {
             host,
             dashboard_port(&view.object.spec),
         );
-        match dashboard.put_serve_applications(config).await {
-            Ok(()) => {
-                let patch = serde_json::json!({"metadata": {"annotations": {
-                    ANNOTATION_SUBMITTED: config_hash,
-                    ANNOTATION_REJECTED: null,
-                }}});
-                self.clusters
-                    .patch(cluster, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await?;
-                self.publish(
-                    EventKind::Normal,
-                    "ServeConfigSubmitted",
-                    &format!("serve applications submitted to {cluster}"),
-                )
+        let memory = memory_of(&view.object);
+        let outcome = contract::submit(&dashboard, cluster, config, config_hash, &memory).await;
+        if outcome.memory != memory {
+            self.remember(cluster, &outcome.memory).await?;
+        }
+        for event in outcome.events {
+            self.publish(event.kind, &event.reason, &event.message)
                 .await;
-            }
-            Err(DashboardError::Rejected { message, .. }) => {
-                let rejected = serde_json::to_string(&Rejected {
-                    hash: config_hash.to_string(),
-                    message: message.clone(),
-                })?;
-                self.annotate(cluster, ANNOTATION_REJECTED, Some(rejected))
-                    .await?;
-                self.publish(
-                    EventKind::Warning,
-                    "ServeConfigRejected",
-                    &format!("Ray refused the serve config on {cluster}: {message}"),
-                )
-                .await;
-            }
-            Err(error) => {
-                self.publish(
-                    EventKind::Warning,
-                    "ServeConfigSubmitFailed",
-                    &format!("could not submit to {cluster}: {error}; retrying"),
-                )
-                .await;
-            }
         }
         Ok(())
     }
@@ -939,8 +865,6 @@ async fn clean_up(
     services
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
-    ctx.unreachable()
-        .retain(|key, _| !key.starts_with(&format!("{namespace}/{name}-raycluster-")));
     ctx.fresh().remove(&uid);
     Ok(Requeue::await_change())
 }

@@ -8,9 +8,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::Rng;
 use rayservice_api::{RayClusterSpec, WorkerGroupSpec};
-use rayservice_core::EventKind;
+use rayservice_core::{EventKind, random_suffix};
 use rayservice_ray::install::RayRuntime;
 use rayservice_ray::node::{HeadPorts, NodeKind, NodeLaunch, NodePorts, PortAllocator};
 use serde::{Deserialize, Serialize};
@@ -128,15 +127,6 @@ pub struct Clusters {
     runtime: tokio::sync::OnceCell<RayRuntime>,
     state: Mutex<HashMap<String, ClusterRuntime>>,
     ports: Mutex<PortAllocator>,
-}
-
-/// A random 5-character name suffix, from Kubernetes' `generateName` alphabet.
-pub fn random_suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut rng = rand::rng();
-    (0..5)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
 }
 
 /// CPU count from a container's cpu limit (rounded up), else its request.
@@ -594,7 +584,7 @@ async fn start_node(
         return Err(format!("cluster {} is gone", node.cluster));
     };
     let layout: ClusterLayout = serde_json::from_value(record.layout).map_err(|e| e.to_string())?;
-    let spec: RayClusterSpec = serde_json::from_value(record.spec).map_err(|e| e.to_string())?;
+    let spec: RayClusterSpec = record.spec;
     let (params, template) = if node.node_type == "head" {
         (
             spec.head_group_spec.ray_start_params.clone(),

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use rayservice_api::{RayService, RayServiceSpec, RayServiceStatus, ServeConfig};
+use rayservice_core::contract::{self, DashboardAnswer, ProxyFacts};
 use rayservice_core::{
-    Action, Decision, Desired, EventKind, NodesObservation, Observed, ObservedCluster,
-    ServeObservation,
+    Action, ClusterMemory, Decision, Desired, EventKind, NodesObservation, Observed,
+    ObservedCluster,
 };
 use rayservice_proxy::{FrontEndpoint, RouteTable, ServiceRoute};
+use rayservice_ray::dashboard::DashboardClient;
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -33,7 +35,6 @@ pub struct Controller {
     pub dashboard_front: FrontEndpoint,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     service_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    unreachable_since: Mutex<HashMap<String, Timestamp>>,
     http: reqwest::Client,
 }
 
@@ -65,7 +66,6 @@ impl Controller {
             dashboard_front,
             wakers: Mutex::new(HashMap::new()),
             service_locks: Mutex::new(HashMap::new()),
-            unreachable_since: Mutex::new(HashMap::new()),
             http,
         })
     }
@@ -156,12 +156,16 @@ impl Controller {
             serde_json::from_value(record.object.clone()).map_err(ControllerError::decode)?;
         let spec: RayServiceSpec = serde_json::from_value(record.resolved_spec.clone())
             .map_err(ControllerError::decode)?;
-        let status: RayServiceStatus =
-            serde_json::from_value(record.status.clone()).unwrap_or_default();
+        // A RayService not reconciled yet has no status (null).
+        let status: RayServiceStatus = if record.status.is_null() {
+            RayServiceStatus::default()
+        } else {
+            serde_json::from_value(record.status.clone()).map_err(ControllerError::decode)?
+        };
         let generation = object.metadata.generation.unwrap_or(1);
 
         let observed = self
-            .observe_service(name, status, crate::cluster::random_suffix())
+            .observe_service(name, status, rayservice_core::random_suffix())
             .await?;
         let desired = Desired {
             name,
@@ -173,6 +177,12 @@ impl Controller {
             mut status,
             requeue_after,
         } = rayservice_core::reconcile(&desired, &observed);
+        for cluster in &observed.clusters {
+            let stored = self.cluster_record(&cluster.name)?;
+            if stored.is_some_and(|record| record.memory != cluster.memory) {
+                self.remember(&cluster.name, cluster.memory.clone())?;
+            }
+        }
 
         for action in actions {
             self.carry_out(name, action).await?;
@@ -187,7 +197,8 @@ impl Controller {
         Ok(Some(requeue_after))
     }
 
-    /// Everything observed about one RayService's clusters, now.
+    /// Everything observed about one RayService's clusters, now. Nothing is written: the
+    /// memory each cluster should keep after this look is in the answer.
     pub async fn observe_service(
         &self,
         name: &str,
@@ -195,71 +206,38 @@ impl Controller {
         fresh_suffix: String,
     ) -> Result<Observed, ControllerError> {
         let cluster_records = self.with_store(|s| s.clusters(Some(name)))?;
-        let clusters =
-            futures::future::join_all(cluster_records.iter().map(|cluster| self.observe(cluster)))
-                .await;
+        let active = status.active_service_status.ray_cluster_name.clone();
+        let now = now();
+        let clusters = futures::future::join_all(cluster_records.iter().map(|cluster| {
+            let serving = active.as_deref() == Some(cluster.name.as_str());
+            self.observe(cluster, serving, now)
+        }))
+        .await;
         Ok(Observed {
-            now: now(),
+            now,
             status,
             clusters,
             fresh_suffix,
+            watch_driven: false,
         })
     }
 
-    /// What one cluster looks like right now.
-    async fn observe(&self, record: &ClusterRecord) -> ObservedCluster {
-        let spec = serde_json::from_value(record.spec.clone()).unwrap_or_default();
+    /// What one cluster looks like right now, through the core's contract.
+    async fn observe(
+        &self,
+        record: &ClusterRecord,
+        serving: bool,
+        now: Timestamp,
+    ) -> ObservedCluster {
         let layout: Option<ClusterLayout> = serde_json::from_value(record.layout.clone()).ok();
-        let nodes = self.clusters.observe_nodes(&record.name, &spec);
-        let was_ready = self.clusters.head_was_ready(&record.name);
-        let serve = match &layout {
-            Some(layout) if nodes.head_running || was_ready => {
-                self.observe_serve(&record.name, layout).await
-            }
-            _ => ServeObservation::Unknown,
-        };
-        if matches!(serve, ServeObservation::Reachable { .. }) {
-            self.clusters.mark_head_ready(&record.name);
-        }
-        let was_ready = self.clusters.head_was_ready(&record.name);
-        // Before the dashboard first answered, a refused connection only means "still starting".
-        let serve = match serve {
-            ServeObservation::Unreachable { .. } if !was_ready => ServeObservation::Unknown,
-            other => other,
-        };
-        let head_ready = nodes.head_running && was_ready;
-        ObservedCluster {
-            name: record.name.clone(),
-            spec,
-            spec_hash: record.spec_hash.clone(),
-            created_at: Timestamp::from_second(record.created_at).unwrap_or_else(|_| now()),
-            delete_at: record
-                .delete_at
-                .and_then(|t| Timestamp::from_second(t).ok()),
-            nodes: NodesObservation {
-                head_ready,
-                workers_desired: nodes.workers_desired,
-                workers_running: nodes.workers_running,
-                failure: nodes.failure,
-            },
-            serve,
-            submitted_config_hash: record.submitted_config_hash.clone(),
-            rejected_config: record.rejected_config.clone(),
-        }
-    }
-
-    async fn observe_serve(&self, cluster: &str, layout: &ClusterLayout) -> ServeObservation {
-        let dashboard = rayservice_ray::dashboard::DashboardClient::with_client(
-            self.http.clone(),
-            layout.dashboard_port,
-        );
-        match dashboard.get_serve_applications().await {
-            Ok(details) => {
-                self.unreachable_since
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(cluster);
-                let applications = details.observed_apps();
+        let nodes = self.clusters.observe_nodes(&record.name, &record.spec);
+        let dashboard = layout
+            .as_ref()
+            .filter(|_| nodes.head_running)
+            .map(|layout| DashboardClient::with_client(self.http.clone(), layout.dashboard_port));
+        let answer = contract::ask(dashboard.as_ref()).await;
+        let proxies = match (&answer, &dashboard, &layout) {
+            (DashboardAnswer::Answered(_), Some(dashboard), Some(layout)) => {
                 let serve_up = dashboard.serve_healthz(layout.serve_port).await;
                 let routes = if serve_up {
                     dashboard
@@ -270,25 +248,41 @@ impl Controller {
                 } else {
                     None
                 };
-                ServeObservation::Reachable {
-                    applications,
+                ProxyFacts {
                     serve_endpoints: i32::from(serve_up),
                     routes,
                 }
             }
-            Err(error) => {
-                let since = *self
-                    .unreachable_since
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry(cluster.to_string())
-                    .or_insert_with(now);
-                ServeObservation::Unreachable {
-                    since,
-                    error: error.to_string(),
-                }
-            }
+            _ => ProxyFacts::default(),
+        };
+        let facts = NodesObservation {
+            head_up: nodes.head_running,
+            head_ready: false,
+            workers_desired: nodes.workers_desired,
+            workers_running: nodes.workers_running,
+            failure: nodes.failure,
+        };
+        let seen = contract::see(facts, answer, proxies, serving, &record.memory, now);
+        if seen.nodes.head_ready {
+            self.clusters.mark_head_ready(&record.name);
         }
+        ObservedCluster {
+            name: record.name.clone(),
+            spec: record.spec.clone(),
+            created_at: Timestamp::from_second(record.created_at).unwrap_or(now),
+            memory: seen.memory,
+            nodes: seen.nodes,
+            serve: seen.serve,
+        }
+    }
+
+    /// Keeps the memory the core handed back for a cluster.
+    fn remember(&self, cluster: &str, memory: ClusterMemory) -> Result<(), StoreError> {
+        if let Some(mut record) = self.cluster_record(cluster)? {
+            record.memory = memory;
+            self.with_store(|s| s.put_cluster(&record))?;
+        }
+        Ok(())
     }
 
     async fn carry_out(
@@ -300,19 +294,17 @@ impl Controller {
             Action::CreateCluster {
                 name,
                 spec: cluster_spec,
-                spec_hash,
+                memory,
+                ..
             } => {
                 let layout = self.clusters.plan()?;
                 let record = ClusterRecord {
                     name: name.clone(),
                     service: service.to_string(),
-                    spec: serde_json::to_value(&*cluster_spec).map_err(ControllerError::decode)?,
-                    spec_hash,
+                    spec: (*cluster_spec).clone(),
                     created_at: now().as_second(),
-                    delete_at: None,
+                    memory,
                     layout: serde_json::to_value(&layout).map_err(ControllerError::decode)?,
-                    submitted_config_hash: None,
-                    rejected_config: None,
                 };
                 self.with_store(|s| s.put_cluster(&record))?;
                 self.clusters
@@ -321,14 +313,13 @@ impl Controller {
             Action::UpdateClusterInPlace {
                 name,
                 spec: cluster_spec,
-                spec_hash,
+                memory,
             } => {
                 let Some(mut record) = self.cluster_record(&name)? else {
                     return Ok(());
                 };
-                record.spec =
-                    serde_json::to_value(&*cluster_spec).map_err(ControllerError::decode)?;
-                record.spec_hash = spec_hash;
+                record.spec = (*cluster_spec).clone();
+                record.memory = memory;
                 self.with_store(|s| s.put_cluster(&record))?;
                 self.clusters
                     .start_missing_workers(self.clone(), &name, &cluster_spec);
@@ -343,19 +334,10 @@ impl Controller {
             Action::RouteTraffic { cluster } => {
                 tracing::info!(service, cluster = ?cluster, "traffic switched");
             }
-            Action::ScheduleDeletion { cluster, at } => {
-                if let Some(mut record) = self.cluster_record(&cluster)? {
-                    record.delete_at = Some(at.as_second());
-                    self.with_store(|s| s.put_cluster(&record))?;
-                }
-            }
+            Action::Remember { cluster, memory } => self.remember(&cluster, memory)?,
             Action::DeleteCluster { cluster } => {
                 self.stop_cluster(&cluster).await?;
                 self.with_store(|s| s.remove_cluster(&cluster))?;
-                self.unreachable_since
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&cluster);
             }
             Action::Event(event) => self.record_event(
                 "RayService",
@@ -424,7 +406,8 @@ impl Controller {
         })
     }
 
-    /// PUTs a serve config, adapted to this machine, to a cluster's dashboard.
+    /// PUTs a serve config, adapted to this machine, to a cluster's dashboard; the core says
+    /// what the answer means.
     async fn submit(
         &self,
         service: &str,
@@ -432,7 +415,7 @@ impl Controller {
         config: Value,
         config_hash: String,
     ) -> Result<(), ControllerError> {
-        let Some(mut record) = self.cluster_record(cluster)? else {
+        let Some(record) = self.cluster_record(cluster)? else {
             return Ok(());
         };
         let Ok(layout) = serde_json::from_value::<ClusterLayout>(record.layout.clone()) else {
@@ -448,51 +431,32 @@ impl Controller {
                 &note,
             )?;
         }
-        let dashboard = rayservice_ray::dashboard::DashboardClient::with_client(
-            self.http.clone(),
-            layout.dashboard_port,
-        );
-        match dashboard.put_serve_applications(&local_config).await {
-            Ok(()) => {
-                record.submitted_config_hash = Some(config_hash);
-                record.rejected_config = None;
-                self.with_store(|s| s.put_cluster(&record))?;
-                self.record_event(
-                    "RayService",
-                    service,
-                    EventKind::Normal,
-                    "ServeConfigSubmitted",
-                    &format!("serve applications submitted to {cluster}"),
-                )?;
-            }
-            Err(rayservice_ray::dashboard::DashboardError::Rejected { message, .. }) => {
-                record.rejected_config = Some((config_hash, message.clone()));
-                self.with_store(|s| s.put_cluster(&record))?;
-                self.record_event(
-                    "RayService",
-                    service,
-                    EventKind::Warning,
-                    "ServeConfigRejected",
-                    &format!("Ray refused the serve config on {cluster}: {message}"),
-                )?;
-            }
-            Err(error) => {
-                self.record_event(
-                    "RayService",
-                    service,
-                    EventKind::Warning,
-                    "ServeConfigSubmitFailed",
-                    &format!(
-                        "could not submit to {cluster}: {}; retrying",
-                        summarize(&error.to_string())
-                    ),
-                )?;
-            }
+        let dashboard = DashboardClient::with_client(self.http.clone(), layout.dashboard_port);
+        let outcome = contract::submit(
+            &dashboard,
+            cluster,
+            &local_config,
+            &config_hash,
+            &record.memory,
+        )
+        .await;
+        if outcome.memory != record.memory {
+            self.remember(cluster, outcome.memory)?;
+        }
+        for event in outcome.events {
+            self.record_event(
+                "RayService",
+                service,
+                event.kind,
+                &event.reason,
+                &event.message,
+            )?;
         }
         Ok(())
     }
 
-    /// Puts cluster-level details the core does not know (ports, head pod) into the status.
+    /// Puts cluster-level details the core does not know (ports, head pod and its address,
+    /// always loopback here) into the status.
     fn fill_cluster_details(&self, status: &mut RayServiceStatus) {
         for cluster_status in [
             &mut status.active_service_status,
@@ -509,9 +473,7 @@ impl Controller {
             {
                 ray_status.endpoints = layout.endpoints();
             }
-            if let Some(head) = ray_status.head.as_mut() {
-                head.pod_name = self.clusters.head_pod_name(&name);
-            }
+            ray_status.head = Some(local_head_info(self.clusters.head_pod_name(&name)));
         }
     }
 
@@ -594,35 +556,12 @@ impl Controller {
     }
 }
 
-/// A long error (Ray answers with Python tracebacks) cut to what a person needs: the exception
-/// line of a traceback, and at most 400 characters.
-pub fn summarize(message: &str) -> String {
-    let text = match message.find("Traceback (most recent call last)") {
-        Some(at) => {
-            let head = message[..at].trim_end_matches([' ', ':']);
-            let tail = message[at..]
-                .lines()
-                .rev()
-                .map(str::trim)
-                .find(|l| !l.is_empty())
-                .unwrap_or_default();
-            // Tracebacks folded onto one line: keep their last "Error:" part.
-            let tail = tail
-                .rfind("Error:")
-                .map(|i| {
-                    let start = tail[..i].rfind(' ').map_or(0, |s| s + 1);
-                    &tail[start..]
-                })
-                .unwrap_or(tail);
-            format!("{head}: {tail}")
-        }
-        None => message.to_string(),
-    };
-    if text.chars().count() > 400 {
-        let cut: String = text.chars().take(400).collect();
-        format!("{cut}…")
-    } else {
-        text
+/// The head of a local cluster: every node listens on loopback.
+pub fn local_head_info(pod_name: Option<String>) -> rayservice_api::HeadInfo {
+    rayservice_api::HeadInfo {
+        pod_ip: Some("127.0.0.1".into()),
+        service_ip: Some("127.0.0.1".into()),
+        pod_name,
     }
 }
 
@@ -701,17 +640,6 @@ pub fn rfc3339(seconds: i64) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn long_errors_are_summarized() {
-        let folded = "http://x/api answered HTTP 500: Traceback (most recent call last): File \"a.py\", line 1, in f return g() ray.exceptions.RayTaskError(RuntimeError): boom RuntimeError: Failed to bind to address '127.0.0.1:1'.";
-        assert_eq!(
-            summarize(folded),
-            "http://x/api answered HTTP 500: RuntimeError: Failed to bind to address '127.0.0.1:1'."
-        );
-        assert_eq!(summarize("short"), "short");
-        assert_eq!(summarize(&"x".repeat(1000)).chars().count(), 401);
-    }
 
     #[test]
     fn serve_config_is_adapted_to_one_machine() {

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use rayservice_api::{RayClusterSpec, ServeConfig};
-use rayservice_core::{Action, Decision};
+use rayservice_api::ServeConfig;
+use rayservice_core::{Action, CreateCause, Decision};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -23,16 +23,15 @@ pub struct DiffReport {
 /// same observation, and explains the difference.
 pub fn explain(
     name: &str,
-    current: Option<(&ServeConfig, &RayClusterSpec)>,
-    desired: (&ServeConfig, &RayClusterSpec),
+    current: Option<&ServeConfig>,
+    desired: &ServeConfig,
     baseline: &Decision,
     proposed: &Decision,
 ) -> DiffReport {
     let mut kinds = Vec::new();
     let mut lines = Vec::new();
-    let Some((old_config, old_cluster)) = current else {
+    let Some(old_config) = current else {
         let apps: Vec<&str> = desired
-            .0
             .applications
             .iter()
             .map(|a| a.name.as_str())
@@ -52,15 +51,22 @@ pub fn explain(
         .iter()
         .filter(|a| !baseline.actions.contains(a))
         .collect();
-    if new_actions
-        .iter()
-        .any(|a| matches!(a, Action::CreateCluster { .. }))
-    {
+    // The decision says why it starts a cluster; the explanation is read from it.
+    let created = new_actions.iter().find_map(|a| match a {
+        Action::CreateCluster { cause, .. } => Some(cause),
+        _ => None,
+    });
+    if let Some(cause) = created {
         kinds.push("upgrade".to_string());
-        let fields = rayservice_core::hash::fields_forcing_upgrade(old_cluster, desired.1);
+        let why = match cause {
+            CreateCause::SpecChanged { fields } if !fields.is_empty() => {
+                format!("{} changed", fields.join(", "))
+            }
+            CreateCause::Unhealthy { why } => format!("the serving cluster is unhealthy ({why})"),
+            _ => "the cluster spec changed".to_string(),
+        };
         lines.push(format!(
-            "zero-downtime upgrade: a new cluster is started because {} changed; traffic moves when every application runs on it",
-            if fields.is_empty() { "the cluster spec".to_string() } else { fields.join(", ") }
+            "zero-downtime upgrade: a new cluster is started because {why}; traffic moves when every application runs on it"
         ));
     }
     if new_actions
@@ -82,7 +88,7 @@ pub fn explain(
             }
         }
     }
-    let serve_changes = serve_config_changes(old_config, desired.0);
+    let serve_changes = serve_config_changes(old_config, desired);
     if !serve_changes.is_empty() {
         if !kinds.iter().any(|k| k == "upgrade") {
             kinds.push("in-place".to_string());

@@ -265,7 +265,7 @@ fn adopt_running_clusters(controller: &Arc<Controller>) {
         let nodes = controller
             .with_store(|s| s.nodes(Some(&cluster.name)))
             .unwrap_or_default();
-        let spec: RayClusterSpec = serde_json::from_value(cluster.spec.clone()).unwrap_or_default();
+        let spec: RayClusterSpec = cluster.spec.clone();
         if nodes.iter().any(|n| n.node_type == "head") {
             controller
                 .clusters
@@ -399,9 +399,12 @@ async fn diff_objects(
             &controller.settings.packages_dir(),
         )
         .map_err(|e| at(e.to_string()))?;
-        let parse = |spec: &rayservice_api::RayServiceSpec| -> Result<(ServeConfig, RayClusterSpec), String> {
-            let config = ServeConfig::parse(spec.serve_config_v2.as_deref().unwrap_or_default(), "spec.serveConfigV2").map_err(|e| at(e.to_string()))?;
-            Ok((config, spec.ray_cluster_config.clone().unwrap_or_default()))
+        let parse = |spec: &rayservice_api::RayServiceSpec| -> Result<ServeConfig, String> {
+            ServeConfig::parse(
+                spec.serve_config_v2.as_deref().unwrap_or_default(),
+                "spec.serveConfigV2",
+            )
+            .map_err(|e| at(e.to_string()))
         };
         let desired = parse(&resolved)?;
         let record = controller
@@ -412,7 +415,7 @@ async fn diff_objects(
             reports.push(crate::diff::explain(
                 &name,
                 None,
-                (&desired.0, &desired.1),
+                &desired,
                 &empty_decision(),
                 &empty_decision(),
             ));
@@ -450,23 +453,10 @@ async fn diff_objects(
             &observed,
         );
         // The core explains a spec change when the generation moves; the baseline never does.
-        let running_spec = observed
-            .clusters
-            .iter()
-            .find(|c| {
-                Some(&c.name)
-                    == observed
-                        .status
-                        .active_service_status
-                        .ray_cluster_name
-                        .as_ref()
-            })
-            .map(|c| c.spec.clone())
-            .unwrap_or(current.1.clone());
         reports.push(crate::diff::explain(
             &name,
-            Some((&current.0, &running_spec)),
-            (&desired.0, &desired.1),
+            Some(&current),
+            &desired,
             &baseline,
             &proposed,
         ));
@@ -719,33 +709,31 @@ async fn list_clusters(State(state): State<AppState>) -> Response {
         .collect();
     let mut clusters = Vec::new();
     for record in records {
-        let spec: RayClusterSpec = serde_json::from_value(record.spec.clone()).unwrap_or_default();
+        let spec: RayClusterSpec = record.spec.clone();
         let layout: Option<ClusterLayout> = serde_json::from_value(record.layout.clone()).ok();
         let nodes = controller.clusters.observe_nodes(&record.name, &spec);
         let head_ready = nodes.head_running && controller.clusters.head_was_ready(&record.name);
         let observed = rayservice_core::ObservedCluster {
             name: record.name.clone(),
             spec: spec.clone(),
-            spec_hash: record.spec_hash.clone(),
             created_at: now(),
-            delete_at: None,
+            memory: record.memory.clone(),
             nodes: rayservice_core::NodesObservation {
+                head_up: nodes.head_running,
                 head_ready,
                 workers_desired: nodes.workers_desired,
                 workers_running: nodes.workers_running,
                 failure: nodes.failure,
             },
             serve: rayservice_core::ServeObservation::Unknown,
-            submitted_config_hash: None,
-            rejected_config: None,
         };
         let mut status = rayservice_core::status::cluster_status(&observed);
         if let Some(layout) = &layout {
             status.endpoints = layout.endpoints();
         }
-        if let Some(head) = status.head.as_mut() {
-            head.pod_name = controller.clusters.head_pod_name(&record.name);
-        }
+        status.head = Some(crate::controller::local_head_info(
+            controller.clusters.head_pod_name(&record.name),
+        ));
         let cpus: f64 = std::iter::once(&spec.head_group_spec.template)
             .chain(spec.worker_group_specs.iter().flat_map(|g| {
                 std::iter::repeat_n(&g.template, g.desired_replicas().max(0) as usize)
@@ -785,7 +773,7 @@ async fn list_clusters(State(state): State<AppState>) -> Response {
             ])),
             annotations: Some(BTreeMap::from([(
                 rayservice_core::HASH_ANNOTATION.to_string(),
-                record.spec_hash.clone(),
+                record.memory.spec_hash.clone(),
             )])),
             owner_references: Some(vec![OwnerReference {
                 api_version: rayservice_api::API_VERSION_V1.into(),

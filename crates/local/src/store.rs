@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use rayservice_api::RayClusterSpec;
+use rayservice_core::ClusterMemory;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -51,19 +53,13 @@ pub struct ClusterRecord {
     /// Owning RayService.
     pub service: String,
     /// The RayCluster spec it runs.
-    pub spec: serde_json::Value,
-    /// Hash annotation.
-    pub spec_hash: String,
+    pub spec: RayClusterSpec,
     /// Creation time, Unix seconds.
     pub created_at: i64,
-    /// When it is due for deletion, Unix seconds.
-    pub delete_at: Option<i64>,
+    /// What the decision core asked to keep about it (spec hash, serve config, deletion).
+    pub memory: ClusterMemory,
     /// Its ports and temp dir (see `cluster::ClusterLayout`).
     pub layout: serde_json::Value,
-    /// Hash of the serve config it accepted last.
-    pub submitted_config_hash: Option<String>,
-    /// Hash and Ray's message of a config it refused.
-    pub rejected_config: Option<(String, String)>,
 }
 
 /// A Ray node process as stored.
@@ -151,7 +147,8 @@ CREATE TABLE IF NOT EXISTS clusters (
     layout TEXT NOT NULL,
     submitted_config_hash TEXT,
     rejected_hash TEXT,
-    rejected_message TEXT
+    rejected_message TEXT,
+    memory TEXT
 );
 CREATE TABLE IF NOT EXISTS nodes (
     name TEXT PRIMARY KEY,
@@ -197,6 +194,21 @@ impl Store {
             )
             .map_err(sqlite)?;
         connection.execute_batch(SCHEMA).map_err(sqlite)?;
+        // Databases written before the core's memory had a column of its own gain it; their
+        // rows are read from the older columns until next written.
+        let has_memory: bool = connection
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('clusters') WHERE name = 'memory'",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|count| count > 0)
+            .map_err(sqlite)?;
+        if !has_memory {
+            connection
+                .execute_batch("ALTER TABLE clusters ADD COLUMN memory TEXT;")
+                .map_err(sqlite)?;
+        }
         Ok(Store {
             connection,
             path: path.to_path_buf(),
@@ -296,84 +308,63 @@ impl Store {
 
     /// Inserts or replaces a cluster.
     pub fn put_cluster(&self, record: &ClusterRecord) -> Result<(), StoreError> {
-        let (rejected_hash, rejected_message) = record.rejected_config.clone().unzip();
+        let spec = serde_json::to_string(&record.spec).map_err(|source| StoreError::Decode {
+            what: format!("cluster {} spec", record.name),
+            source,
+        })?;
+        let memory =
+            serde_json::to_string(&record.memory).map_err(|source| StoreError::Decode {
+                what: format!("cluster {} memory", record.name),
+                source,
+            })?;
         self.connection
             .execute(
-                "INSERT INTO clusters (name, service, spec, spec_hash, created_at, delete_at, layout, submitted_config_hash, rejected_hash, rejected_message)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT(name) DO UPDATE SET spec = ?3, spec_hash = ?4, delete_at = ?6, layout = ?7,
-                   submitted_config_hash = ?8, rejected_hash = ?9, rejected_message = ?10",
+                "INSERT INTO clusters (name, service, spec, spec_hash, created_at, layout, memory)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(name) DO UPDATE SET spec = ?3, spec_hash = ?4, layout = ?6, memory = ?7",
                 params![
                     record.name,
                     record.service,
-                    record.spec.to_string(),
-                    record.spec_hash,
+                    spec,
+                    record.memory.spec_hash,
                     record.created_at,
-                    record.delete_at,
                     record.layout.to_string(),
-                    record.submitted_config_hash,
-                    rejected_hash,
-                    rejected_message
+                    memory,
                 ],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
-    /// Every cluster, or those of one RayService, oldest first.
+    /// Every cluster, or those of one RayService, oldest first. A row that does not decode
+    /// is an error naming the cluster, never an empty spec.
     pub fn clusters(&self, service: Option<&str>) -> Result<Vec<ClusterRecord>, StoreError> {
         let mut statement = self
             .connection
             .prepare(
-                "SELECT name, service, spec, spec_hash, created_at, delete_at, layout, submitted_config_hash, rejected_hash, rejected_message
+                "SELECT name, service, spec, spec_hash, created_at, delete_at, layout, submitted_config_hash, rejected_hash, rejected_message, memory
                  FROM clusters WHERE ?1 IS NULL OR service = ?1 ORDER BY created_at, rowid",
             )
             .map_err(|e| self.err(e))?;
         let rows = statement
             .query_map(params![service], |row| {
-                let rejected: (Option<String>, Option<String>) = (row.get(8)?, row.get(9)?);
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, i64>(4)?,
-                    row.get::<_, Option<i64>>(5)?,
-                    row.get::<_, String>(6)?,
-                    row.get::<_, Option<String>>(7)?,
-                    rejected,
-                ))
+                Ok(StoredCluster {
+                    name: row.get(0)?,
+                    service: row.get(1)?,
+                    spec: row.get(2)?,
+                    spec_hash: row.get(3)?,
+                    created_at: row.get(4)?,
+                    delete_at: row.get(5)?,
+                    layout: row.get(6)?,
+                    submitted_config_hash: row.get(7)?,
+                    rejected: row.get::<_, Option<String>>(8)?.zip(row.get(9)?),
+                    memory: row.get(10)?,
+                })
             })
             .map_err(|e| self.err(e))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.err(e))?;
-        rows.into_iter()
-            .map(
-                |(
-                    name,
-                    service,
-                    spec,
-                    spec_hash,
-                    created_at,
-                    delete_at,
-                    layout,
-                    submitted,
-                    rejected,
-                )| {
-                    Ok(ClusterRecord {
-                        spec: decode(&spec, "cluster spec")?,
-                        layout: decode(&layout, "cluster layout")?,
-                        name,
-                        service,
-                        spec_hash,
-                        created_at,
-                        delete_at,
-                        submitted_config_hash: submitted,
-                        rejected_config: rejected.0.zip(rejected.1),
-                    })
-                },
-            )
-            .collect()
+        rows.into_iter().map(StoredCluster::decode).collect()
     }
 
     /// Removes a cluster and its nodes.
@@ -447,14 +438,6 @@ impl Store {
                 Ok(node)
             })
             .collect()
-    }
-
-    /// Removes one node.
-    pub fn remove_node(&self, name: &str) -> Result<(), StoreError> {
-        self.connection
-            .execute("DELETE FROM nodes WHERE name = ?1", params![name])
-            .map_err(|e| self.err(e))?;
-        Ok(())
     }
 
     // ---- events ----
@@ -533,6 +516,57 @@ impl Store {
 
 type ServiceRow = (String, String, String, String, bool);
 
+/// A `clusters` row as SQLite hands it over.
+struct StoredCluster {
+    name: String,
+    service: String,
+    spec: String,
+    spec_hash: String,
+    created_at: i64,
+    delete_at: Option<i64>,
+    layout: String,
+    submitted_config_hash: Option<String>,
+    rejected: Option<(String, String)>,
+    memory: Option<String>,
+}
+
+impl StoredCluster {
+    fn decode(self) -> Result<ClusterRecord, StoreError> {
+        let what = |part: &str| format!("cluster {} {part}", self.name);
+        let spec = serde_json::from_str(&self.spec).map_err(|source| StoreError::Decode {
+            what: what("spec"),
+            source,
+        })?;
+        let memory = match &self.memory {
+            Some(text) => serde_json::from_str(text).map_err(|source| StoreError::Decode {
+                what: what("memory"),
+                source,
+            })?,
+            // Written by a version that kept the memory in separate columns.
+            None => ClusterMemory {
+                spec_hash: self.spec_hash.clone(),
+                submitted_config_hash: self.submitted_config_hash.clone(),
+                rejected_config: self
+                    .rejected
+                    .clone()
+                    .map(|(hash, message)| rayservice_core::RejectedConfig { hash, message }),
+                delete_at: self
+                    .delete_at
+                    .and_then(|at| k8s_openapi::jiff::Timestamp::from_second(at).ok()),
+                ..Default::default()
+            },
+        };
+        Ok(ClusterRecord {
+            layout: decode(&self.layout, &what("layout"))?,
+            name: self.name,
+            service: self.service,
+            spec,
+            created_at: self.created_at,
+            memory,
+        })
+    }
+}
+
 fn service_from_row(
     (name, object, resolved, status, deleting): ServiceRow,
 ) -> Result<ServiceRecord, StoreError> {
@@ -592,13 +626,19 @@ mod tests {
         let cluster = ClusterRecord {
             name: "s-raycluster-abcde".into(),
             service: "s".into(),
-            spec: json!({"rayVersion": "2.60.0"}),
-            spec_hash: "h".into(),
+            spec: serde_json::from_value(json!({"rayVersion": "2.60.0"})).expect("spec"),
             created_at: 10,
-            delete_at: None,
+            memory: ClusterMemory {
+                spec_hash: "h".into(),
+                submitted_config_hash: Some("c".into()),
+                rejected_config: Some(rayservice_core::RejectedConfig {
+                    hash: "x".into(),
+                    message: "bad".into(),
+                }),
+                dashboard_answered: true,
+                ..Default::default()
+            },
             layout: json!({"gcs": 1}),
-            submitted_config_hash: Some("c".into()),
-            rejected_config: Some(("x".into(), "bad".into())),
         };
         store.put_cluster(&cluster).expect("put");
         assert_eq!(
@@ -621,6 +661,41 @@ mod tests {
         assert_eq!(store.nodes(Some(&cluster.name)).expect("nodes"), vec![node]);
         store.remove_cluster(&cluster.name).expect("remove");
         assert!(store.nodes(None).expect("nodes").is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_cluster_row_is_an_error_not_an_empty_spec() {
+        let (_dir, store) = store();
+        store
+            .connection
+            .execute(
+                "INSERT INTO clusters (name, service, spec, spec_hash, created_at, layout) VALUES ('c', 's', '{\"headGroupSpec\": 7}', 'h', 1, '{}')",
+                [],
+            )
+            .expect("insert");
+        let error = store.clusters(None).expect_err("corrupt spec").to_string();
+        assert!(error.contains("cluster c spec"), "{error}");
+    }
+
+    #[test]
+    fn rows_of_the_older_layout_keep_their_memory() {
+        let (_dir, store) = store();
+        store
+            .connection
+            .execute(
+                "INSERT INTO clusters (name, service, spec, spec_hash, created_at, delete_at, layout, submitted_config_hash, rejected_hash, rejected_message)
+                 VALUES ('c', 's', '{}', 'h', 1, 1800000000, '{}', 'sub', 'rej', 'why')",
+                [],
+            )
+            .expect("insert");
+        let memory = &store.clusters(None).expect("clusters")[0].memory;
+        assert_eq!(memory.spec_hash, "h");
+        assert_eq!(memory.submitted_config_hash.as_deref(), Some("sub"));
+        assert_eq!(
+            memory.rejected_config.as_ref().map(|r| r.message.as_str()),
+            Some("why")
+        );
+        assert_eq!(memory.delete_at.map(|t| t.as_second()), Some(1_800_000_000));
     }
 
     #[test]

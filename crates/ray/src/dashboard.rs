@@ -15,6 +15,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use rayservice_api::serve_api::{ObservedApp, ObservedDeployment, ServeApi, SubmitError};
+pub use rayservice_api::serve_api::{
+    ServeAppStatus as ApplicationStatus, ServeDeploymentStatus as DeploymentStatus,
+    ServeProxyStatus as ProxyStatus,
+};
 use serde::{Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
@@ -154,15 +159,6 @@ impl DashboardClient {
         })
     }
 
-    /// Shuts Serve down on the cluster, deleting every application
-    /// (`DELETE /api/serve/applications/`). Needed to change `http_options` or
-    /// `proxy_location`, which Ray otherwise ignores once Serve runs. Takes several seconds.
-    pub async fn delete_serve_applications(&self) -> Result<(), DashboardError> {
-        let url = format!("{}/api/serve/applications/", self.base_url);
-        let (status, body) = send(self.http.delete(&url).timeout(SUBMIT_TIMEOUT), &url).await?;
-        expect_ok(&url, status, body)
-    }
-
     /// Whether the dashboard answers and sees the GCS (`GET /api/gcs_healthz`).
     pub async fn gcs_healthz(&self) -> bool {
         let url = format!("{}/api/gcs_healthz", self.base_url);
@@ -239,6 +235,23 @@ impl DashboardClient {
     }
 }
 
+impl ServeApi for DashboardClient {
+    async fn applications(&self) -> Result<Vec<ObservedApp>, String> {
+        self.get_serve_applications()
+            .await
+            .map(|details| details.observed_apps())
+            .map_err(|error| error.to_string())
+    }
+
+    async fn submit(&self, config: &serde_json::Value) -> Result<(), SubmitError> {
+        match self.put_serve_applications(config).await {
+            Ok(()) => Ok(()),
+            Err(DashboardError::Rejected { message, .. }) => Err(SubmitError::Rejected(message)),
+            Err(error) => Err(SubmitError::Failed(error.to_string())),
+        }
+    }
+}
+
 async fn send(
     request: reqwest::RequestBuilder,
     url: &str,
@@ -285,108 +298,6 @@ where
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
-macro_rules! status_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)* }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[serde(from = "String", into = "String")]
-        pub enum $name {
-            $($(#[$vmeta])* $variant,)*
-            /// A value this crate does not know, kept as Ray wrote it.
-            Unknown(String),
-        }
-
-        impl $name {
-            /// The value as Ray writes it.
-            pub fn as_str(&self) -> &str {
-                match self {
-                    $(Self::$variant => $text,)*
-                    Self::Unknown(text) => text,
-                }
-            }
-        }
-
-        impl From<String> for $name {
-            fn from(text: String) -> Self {
-                match text.as_str() {
-                    $($text => Self::$variant,)*
-                    _ => Self::Unknown(text),
-                }
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(value: $name) -> String {
-                value.as_str().to_string()
-            }
-        }
-
-        impl Default for $name {
-            fn default() -> Self {
-                Self::Unknown(String::new())
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-status_enum! {
-    /// Status of a Serve application.
-    ApplicationStatus {
-        /// Not deployed yet.
-        NotStarted = "NOT_STARTED",
-        /// Being deployed (or waiting for resources).
-        Deploying = "DEPLOYING",
-        /// The config could not be applied; the message says why.
-        DeployFailed = "DEPLOY_FAILED",
-        /// All deployments healthy.
-        Running = "RUNNING",
-        /// A deployment is unhealthy.
-        Unhealthy = "UNHEALTHY",
-        /// Being deleted.
-        Deleting = "DELETING",
-    }
-}
-
-status_enum! {
-    /// Status of a Serve deployment.
-    DeploymentStatus {
-        /// Replicas being started or reconfigured.
-        Updating = "UPDATING",
-        /// All replicas healthy.
-        Healthy = "HEALTHY",
-        /// A replica failed its health check or could not start.
-        Unhealthy = "UNHEALTHY",
-        /// The deployment could not be deployed.
-        DeployFailed = "DEPLOY_FAILED",
-        /// Adding replicas.
-        Upscaling = "UPSCALING",
-        /// Removing replicas.
-        Downscaling = "DOWNSCALING",
-    }
-}
-
-status_enum! {
-    /// Status of a Serve proxy.
-    ProxyStatus {
-        /// Starting.
-        Starting = "STARTING",
-        /// Serving.
-        Healthy = "HEALTHY",
-        /// Failing health checks.
-        Unhealthy = "UNHEALTHY",
-        /// Draining before its node goes away.
-        Draining = "DRAINING",
-        /// Drained.
-        Drained = "DRAINED",
-    }
-}
-
 /// What `GET /api/serve/applications/` says about Serve on a cluster. Fields this crate does
 /// not need (controller metrics, full deployment configs, ...) are skipped.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -415,17 +326,21 @@ impl ServeDetails {
     }
 
     /// The applications as the decision core reads them (name, status, message, deployments).
-    pub fn observed_apps(&self) -> Vec<rayservice_core::ObservedApp> {
+    pub fn observed_apps(&self) -> Vec<ObservedApp> {
         self.applications
             .iter()
-            .map(|(name, app)| rayservice_core::ObservedApp {
+            .map(|(name, app)| ObservedApp {
                 name: name.clone(),
-                status: app.status.to_string(),
+                status: app.status.clone(),
                 message: app.message.clone(),
                 deployments: app
                     .deployments
                     .iter()
-                    .map(|(d_name, d)| (d_name.clone(), d.status.to_string(), d.message.clone()))
+                    .map(|(d_name, d)| ObservedDeployment {
+                        name: d_name.clone(),
+                        status: d.status.clone(),
+                        message: d.message.clone(),
+                    })
                     .collect(),
             })
             .collect()

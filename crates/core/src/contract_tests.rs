@@ -1,0 +1,741 @@
+//! The contract driven end to end with no HTTP: a fake Serve API per cluster, observed through
+//! [`contract::ask`] and [`contract::see`], decided by [`reconcile`], submissions through
+//! [`contract::submit`], memory kept as a platform keeps it. Every event reason either platform
+//! records for a RayService comes out of these scenarios.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::executor::block_on;
+use k8s_openapi::jiff::Timestamp;
+use rayservice_api::serve_api::{
+    ObservedApp, ObservedDeployment, ServeApi, ServeAppStatus, ServeDeploymentStatus, SubmitError,
+};
+use rayservice_api::{RayServiceSpec, UpgradeStrategy, UpgradeType, WorkerGroupSpec};
+
+use crate::contract::{self, ClusterMemory, DashboardAnswer, ProxyFacts};
+use crate::model::*;
+use crate::reconcile;
+use crate::status;
+use crate::tests::spec;
+
+/// What a fake dashboard does when asked.
+#[derive(Debug, Clone, PartialEq)]
+enum Mood {
+    /// Answers; submitted apps deploy and then run.
+    Fine,
+    /// Connection refused on every call.
+    Down,
+    /// Refuses every PUT with HTTP 400.
+    Refuses,
+    /// Fails every PUT with HTTP 500 (the GET answers).
+    PutFails,
+}
+
+/// One cluster's Serve, in memory.
+struct FakeServe {
+    mood: Mutex<Mood>,
+    apps: Mutex<Vec<ObservedApp>>,
+    puts: Mutex<Vec<serde_json::Value>>,
+}
+
+impl FakeServe {
+    fn new() -> Self {
+        FakeServe {
+            mood: Mutex::new(Mood::Fine),
+            apps: Mutex::new(Vec::new()),
+            puts: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn mood(&self) -> Mood {
+        self.mood.lock().expect("mood").clone()
+    }
+
+    fn set_mood(&self, mood: Mood) {
+        *self.mood.lock().expect("mood") = mood;
+    }
+
+    /// Every submitted app moves one step: DEPLOYING -> RUNNING with a healthy deployment.
+    fn settle(&self) {
+        for app in self.apps.lock().expect("apps").iter_mut() {
+            app.status = ServeAppStatus::Running;
+            for deployment in &mut app.deployments {
+                deployment.status = ServeDeploymentStatus::Healthy;
+            }
+        }
+    }
+
+    fn set_deployments(&self, status: ServeDeploymentStatus) {
+        for app in self.apps.lock().expect("apps").iter_mut() {
+            for deployment in &mut app.deployments {
+                deployment.status = status.clone();
+            }
+        }
+    }
+
+    /// The head restarted without GCS fault tolerance: Serve forgot everything.
+    fn forget(&self) {
+        self.apps.lock().expect("apps").clear();
+    }
+}
+
+impl ServeApi for FakeServe {
+    async fn applications(&self) -> Result<Vec<ObservedApp>, String> {
+        match self.mood() {
+            Mood::Down => Err("connection refused".into()),
+            _ => Ok(self.apps.lock().expect("apps").clone()),
+        }
+    }
+
+    async fn submit(&self, config: &serde_json::Value) -> Result<(), SubmitError> {
+        match self.mood() {
+            Mood::Down => Err(SubmitError::Failed("connection refused".into())),
+            Mood::Refuses => Err(SubmitError::Rejected(
+                "1 validation error for ServeDeploySchema: duplicate route_prefix".into(),
+            )),
+            Mood::PutFails => Err(SubmitError::Failed(
+                "answered HTTP 500: Traceback (most recent call last):\n  File \"x.py\"\nValueError: boom"
+                    .into(),
+            )),
+            Mood::Fine => {
+                self.puts.lock().expect("puts").push(config.clone());
+                let apps = config["applications"].as_array().cloned().unwrap_or_default();
+                *self.apps.lock().expect("apps") = apps
+                    .iter()
+                    .map(|app| ObservedApp {
+                        name: app["name"].as_str().unwrap_or_default().to_string(),
+                        status: ServeAppStatus::Deploying,
+                        message: String::new(),
+                        deployments: vec![ObservedDeployment {
+                            name: "MangoStand".into(),
+                            status: ServeDeploymentStatus::Updating,
+                            message: String::new(),
+                        }],
+                    })
+                    .collect();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A platform's cluster: its memory as persisted, its head, its Serve.
+struct FakeCluster {
+    name: String,
+    spec: rayservice_api::RayClusterSpec,
+    created_at: Timestamp,
+    memory: ClusterMemory,
+    head_up: bool,
+    serve: FakeServe,
+}
+
+/// A platform that does only what a platform may: gather facts, carry out, persist.
+struct Platform {
+    spec: RayServiceSpec,
+    generation: i64,
+    status: rayservice_api::RayServiceStatus,
+    clusters: Vec<FakeCluster>,
+    now: i64,
+    created: u32,
+    routed_to: Option<String>,
+    reasons: BTreeSet<String>,
+    events: Vec<Event>,
+    watch_driven: bool,
+    last_requeue: Duration,
+}
+
+impl Platform {
+    fn new() -> Self {
+        Platform {
+            spec: spec(),
+            generation: 1,
+            status: Default::default(),
+            clusters: Vec::new(),
+            now: 1_800_000_000,
+            created: 0,
+            routed_to: None,
+            reasons: BTreeSet::new(),
+            events: Vec::new(),
+            watch_driven: false,
+            last_requeue: Duration::ZERO,
+        }
+    }
+
+    fn time(&self) -> Timestamp {
+        Timestamp::from_second(self.now).expect("time")
+    }
+
+    fn edit(&mut self, change: impl FnOnce(&mut RayServiceSpec)) {
+        change(&mut self.spec);
+        self.generation += 1;
+    }
+
+    fn cluster(&self, name: &str) -> &FakeCluster {
+        self.clusters
+            .iter()
+            .find(|c| c.name == name)
+            .expect("cluster exists")
+    }
+
+    fn cluster_mut(&mut self, name: &str) -> &mut FakeCluster {
+        self.clusters
+            .iter_mut()
+            .find(|c| c.name == name)
+            .expect("cluster exists")
+    }
+
+    fn active(&self) -> Option<String> {
+        self.status.active_service_status.ray_cluster_name.clone()
+    }
+
+    fn pending(&self) -> Option<String> {
+        self.status.pending_service_status.ray_cluster_name.clone()
+    }
+
+    fn record(&mut self, event: Event) {
+        self.reasons.insert(event.reason.clone());
+        self.events.push(event);
+    }
+
+    /// One reconcile, as both platforms run it.
+    fn step(&mut self) {
+        let now = self.time();
+        let active = self.active();
+        let mut observed_clusters = Vec::new();
+        for cluster in &mut self.clusters {
+            let answer = block_on(contract::ask(cluster.head_up.then_some(&cluster.serve)));
+            let proxies = match &answer {
+                DashboardAnswer::Answered(_) => ProxyFacts {
+                    serve_endpoints: 1,
+                    routes: None,
+                },
+                _ => ProxyFacts::default(),
+            };
+            let nodes = NodesObservation {
+                head_up: cluster.head_up,
+                workers_desired: 1,
+                workers_running: 1,
+                ..Default::default()
+            };
+            let serving = active.as_deref() == Some(cluster.name.as_str());
+            let seen = contract::see(nodes, answer, proxies, serving, &cluster.memory, now);
+            cluster.memory = seen.memory;
+            observed_clusters.push(ObservedCluster {
+                name: cluster.name.clone(),
+                spec: cluster.spec.clone(),
+                created_at: cluster.created_at,
+                memory: cluster.memory.clone(),
+                nodes: seen.nodes,
+                serve: seen.serve,
+            });
+        }
+        let observed = Observed {
+            now,
+            status: self.status.clone(),
+            clusters: observed_clusters,
+            fresh_suffix: format!("f{:04}", self.created),
+            watch_driven: self.watch_driven,
+        };
+        let spec = self.spec.clone();
+        let desired = Desired {
+            name: "svc",
+            generation: self.generation,
+            spec: &spec,
+        };
+        let decision = reconcile(&desired, &observed);
+        for action in decision.actions {
+            self.carry_out(action);
+        }
+        self.status = decision.status;
+        self.last_requeue = decision.requeue_after;
+    }
+
+    fn carry_out(&mut self, action: Action) {
+        match action {
+            Action::CreateCluster {
+                name, spec, memory, ..
+            } => {
+                self.created += 1;
+                assert!(
+                    self.clusters.iter().all(|c| c.name != name),
+                    "duplicate {name}"
+                );
+                self.clusters.push(FakeCluster {
+                    name,
+                    spec: *spec,
+                    created_at: self.time(),
+                    memory,
+                    head_up: false,
+                    serve: FakeServe::new(),
+                });
+            }
+            Action::UpdateClusterInPlace { name, spec, memory } => {
+                let cluster = self.cluster_mut(&name);
+                cluster.spec = *spec;
+                cluster.memory = memory;
+            }
+            Action::SubmitServeConfig {
+                cluster,
+                config,
+                config_hash,
+            } => {
+                let target = self.cluster(&cluster);
+                let outcome = block_on(contract::submit(
+                    &target.serve,
+                    &cluster,
+                    &config,
+                    &config_hash,
+                    &target.memory,
+                ));
+                self.cluster_mut(&cluster).memory = outcome.memory;
+                for event in outcome.events {
+                    self.record(event);
+                }
+            }
+            Action::RouteTraffic { cluster } => self.routed_to = cluster,
+            Action::Remember { cluster, memory } => self.cluster_mut(&cluster).memory = memory,
+            Action::DeleteCluster { cluster } => {
+                assert_ne!(self.routed_to.as_deref(), Some(cluster.as_str()));
+                self.clusters.retain(|c| c.name != cluster);
+            }
+            Action::Event(event) => self.record(event),
+        }
+    }
+
+    /// Runs reconciles, bringing heads up and letting Ray settle, until nothing is pending.
+    fn converge(&mut self) {
+        for _ in 0..12 {
+            self.step();
+            for cluster in &mut self.clusters {
+                cluster.head_up = true;
+                cluster.serve.settle();
+            }
+            self.now += 1;
+        }
+        self.step();
+    }
+
+    /// A first cluster serving every app, with its events forgotten.
+    fn serving() -> Platform {
+        let mut platform = Platform::new();
+        platform.converge();
+        assert!(platform.active().is_some() && platform.pending().is_none());
+        assert!(status::is_ready(&platform.status));
+        platform.events.clear();
+        platform
+    }
+
+    fn saw(&self, reason: &str) -> bool {
+        self.events.iter().any(|e| e.reason == reason)
+    }
+}
+
+#[test]
+fn first_apply_goes_through_the_contract() {
+    let mut platform = Platform::new();
+    platform.step();
+    let name = platform.pending().expect("a pending cluster");
+    assert!(platform.saw("ClusterCreated"));
+    // Head not up: nothing asked, nothing submitted.
+    platform.step();
+    assert!(
+        platform
+            .cluster(&name)
+            .serve
+            .puts
+            .lock()
+            .expect("puts")
+            .is_empty()
+    );
+    platform.cluster_mut(&name).head_up = true;
+    platform.step();
+    assert_eq!(
+        platform
+            .cluster(&name)
+            .serve
+            .puts
+            .lock()
+            .expect("puts")
+            .len(),
+        1
+    );
+    assert!(platform.saw("ServeConfigSubmitted"));
+    assert!(platform.cluster(&name).memory.dashboard_answered);
+    assert!(
+        platform
+            .cluster(&name)
+            .memory
+            .submitted_config_hash
+            .is_some()
+    );
+    platform.cluster(&name).serve.settle();
+    platform.step();
+    assert_eq!(platform.active().as_deref(), Some(name.as_str()));
+    assert!(platform.saw("Ready"));
+    assert!(status::is_ready(&platform.status));
+}
+
+#[test]
+fn a_failed_submit_is_retried_and_shortened() {
+    let mut platform = Platform::new();
+    platform.step();
+    let name = platform.pending().expect("pending");
+    platform.cluster_mut(&name).head_up = true;
+    platform.cluster(&name).serve.set_mood(Mood::PutFails);
+    platform.step();
+    let failed = platform
+        .events
+        .iter()
+        .find(|e| e.reason == contract::SERVE_CONFIG_SUBMIT_FAILED)
+        .expect("submit failed event");
+    assert_eq!(failed.kind, EventKind::Warning);
+    assert!(
+        failed.message.contains("ValueError: boom"),
+        "{}",
+        failed.message
+    );
+    assert!(!failed.message.contains("x.py"), "{}", failed.message);
+    assert!(
+        platform
+            .cluster(&name)
+            .memory
+            .submitted_config_hash
+            .is_none()
+    );
+    platform.cluster(&name).serve.set_mood(Mood::Fine);
+    platform.step();
+    assert!(platform.saw(contract::SERVE_CONFIG_SUBMITTED));
+}
+
+#[test]
+fn a_refused_config_is_remembered_and_not_sent_again() {
+    let mut platform = Platform::new();
+    platform.step();
+    let name = platform.pending().expect("pending");
+    platform.cluster_mut(&name).head_up = true;
+    platform.cluster(&name).serve.set_mood(Mood::Refuses);
+    platform.step();
+    assert!(platform.saw(contract::SERVE_CONFIG_REJECTED));
+    let rejected = platform.cluster(&name).memory.rejected_config.clone();
+    assert!(rejected.is_some_and(|r| r.message.contains("duplicate route_prefix")));
+    let rejections = platform.events.len();
+    platform.step();
+    platform.step();
+    assert_eq!(
+        platform.events.len(),
+        rejections,
+        "refused config sent again"
+    );
+    let ready = platform
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::READY)
+        .expect("Ready");
+    assert_eq!(ready.reason, "ServeConfigRejected");
+}
+
+#[test]
+fn the_unreachable_rule_is_the_same_for_every_platform() {
+    let mut platform = Platform::new();
+    platform.edit(|s| s.deployment_unhealthy_second_threshold = Some(5));
+    platform.step();
+    let name = platform.pending().expect("pending");
+    // A head that is up but whose dashboard never answered yet is starting, not unreachable,
+    // however long it takes.
+    platform.cluster_mut(&name).head_up = true;
+    platform.cluster(&name).serve.set_mood(Mood::Down);
+    for _ in 0..10 {
+        platform.step();
+        platform.now += 1;
+    }
+    assert!(platform.cluster(&name).memory.unreachable_since.is_none());
+    assert!(!platform.saw("ClusterUnhealthy"));
+    platform.cluster(&name).serve.set_mood(Mood::Fine);
+    platform.converge();
+    assert_eq!(platform.active().as_deref(), Some(name.as_str()));
+    // Once it answered, silence counts, whether the dashboard is down or the head is gone.
+    platform.cluster_mut(&name).head_up = false;
+    platform.step();
+    let since = platform.cluster(&name).memory.unreachable_since;
+    assert_eq!(since, Some(platform.time()));
+    platform.now += 3;
+    platform.cluster_mut(&name).head_up = true;
+    platform.cluster(&name).serve.set_mood(Mood::Down);
+    platform.step();
+    assert_eq!(
+        platform.cluster(&name).memory.unreachable_since,
+        since,
+        "the streak goes on"
+    );
+    assert!(!platform.saw("ClusterUnhealthy"));
+    platform.now += 3;
+    platform.step();
+    let unhealthy = platform
+        .events
+        .iter()
+        .find(|e| e.reason == "ClusterUnhealthy")
+        .expect("replaced past the threshold");
+    assert!(
+        unhealthy.message.contains("connection refused"),
+        "{}",
+        unhealthy.message
+    );
+    assert!(platform.pending().is_some());
+    // The dashboard answers again: the streak ends.
+    platform.cluster(&name).serve.set_mood(Mood::Fine);
+    platform.step();
+    assert!(platform.cluster(&name).memory.unreachable_since.is_none());
+}
+
+#[test]
+fn an_upgrade_switches_traffic_and_deletes_the_old_cluster_when_due() {
+    let mut platform = Platform::serving();
+    let old = platform.active().expect("active");
+    platform.edit(|s| {
+        s.ray_cluster_deletion_delay_seconds = Some(30);
+        if let Some(cluster) = s.ray_cluster_config.as_mut() {
+            cluster.ray_version = Some("2.100.0".into());
+        }
+    });
+    platform.converge();
+    let new = platform.active().expect("active");
+    assert_ne!(new, old);
+    assert!(platform.saw("ClusterCreated") && platform.saw("TrafficSwitched"));
+    let due = platform.cluster(&old).memory.delete_at.expect("scheduled");
+    // Traffic moved during the 12 simulated seconds of `converge`; deletion is 30 s after.
+    assert!(
+        (18..=30).contains(&(due.as_second() - platform.now)),
+        "{due}"
+    );
+    assert!(platform.last_requeue <= Duration::from_secs(30));
+    platform.now = due.as_second();
+    platform.step();
+    assert!(platform.saw("ClusterDeleted"));
+    assert!(platform.clusters.iter().all(|c| c.name != old));
+}
+
+#[test]
+fn spec_edits_give_the_reasons_a_user_reads() {
+    // Replicas: owned by the autoscaler, not rolled out.
+    let mut platform = Platform::serving();
+    platform.edit(|s| {
+        if let Some(cluster) = s.ray_cluster_config.as_mut() {
+            cluster.worker_group_specs[0].replicas = Some(2);
+        }
+    });
+    platform.step();
+    assert!(platform.saw("NotRolledOut"));
+
+    // An appended worker group joins the running cluster.
+    platform.edit(|s| {
+        if let Some(cluster) = s.ray_cluster_config.as_mut() {
+            let mut group: WorkerGroupSpec = cluster.worker_group_specs[0].clone();
+            group.group_name = "extra".into();
+            cluster.worker_group_specs.push(group);
+        }
+    });
+    platform.step();
+    assert!(platform.saw("WorkerGroupsAdded"));
+    assert_eq!(platform.clusters.len(), 1);
+
+    // upgradeStrategy None: recorded, skipped.
+    platform.edit(|s| {
+        s.upgrade_strategy = Some(UpgradeStrategy {
+            type_: Some(UpgradeType::None),
+            ..Default::default()
+        });
+        if let Some(cluster) = s.ray_cluster_config.as_mut() {
+            cluster.ray_version = Some("2.100.0".into());
+        }
+    });
+    platform.step();
+    assert!(platform.saw("UpgradeSkipped"));
+    assert_eq!(platform.clusters.len(), 1);
+
+    // A cluster change, then another before the first is ready: the pending one is replaced.
+    platform.edit(|s| {
+        s.upgrade_strategy = None;
+    });
+    platform.step();
+    let first_pending = platform.pending().expect("pending");
+    platform.edit(|s| {
+        if let Some(cluster) = s.ray_cluster_config.as_mut() {
+            cluster.ray_version = Some("2.101.0".into());
+        }
+    });
+    platform.step();
+    assert!(platform.saw("PendingClusterReplaced"));
+    assert_ne!(platform.pending(), Some(first_pending));
+
+    // Not valid: nothing happens, and the user is told.
+    platform.edit(|s| s.serve_config_v2 = Some("applications: [".into()));
+    let clusters = platform.clusters.len();
+    platform.step();
+    assert!(platform.saw("ValidationFailed"));
+    assert_eq!(platform.clusters.len(), clusters);
+}
+
+#[test]
+fn in_place_updates_and_head_restarts_are_narrated() {
+    let mut platform = Platform::serving();
+    let name = platform.active().expect("active");
+    platform
+        .cluster(&name)
+        .serve
+        .set_deployments(ServeDeploymentStatus::Updating);
+    platform.step();
+    assert!(platform.saw("DeploymentStatusChanged"));
+    platform.cluster(&name).serve.settle();
+    platform.step();
+
+    // The head came back with no applications: submitted again.
+    let puts = platform
+        .cluster(&name)
+        .serve
+        .puts
+        .lock()
+        .expect("puts")
+        .len();
+    platform.cluster(&name).serve.forget();
+    platform.step();
+    assert!(platform.saw("ServeConfigResubmitted"));
+    assert_eq!(
+        platform
+            .cluster(&name)
+            .serve
+            .puts
+            .lock()
+            .expect("puts")
+            .len(),
+        puts + 1
+    );
+}
+
+#[test]
+fn a_watch_driven_platform_is_not_polled_while_no_head_is_up() {
+    let mut platform = Platform::new();
+    platform.watch_driven = true;
+    platform.step();
+    assert_eq!(platform.last_requeue, Duration::from_secs(60));
+    let name = platform.pending().expect("pending");
+    platform.cluster_mut(&name).head_up = true;
+    platform.step();
+    assert!(platform.last_requeue <= Duration::from_secs(1));
+    // Local mode polls whatever happens.
+    let mut local = Platform::new();
+    local.step();
+    assert!(local.last_requeue <= Duration::from_secs(1));
+}
+
+#[test]
+fn every_event_reason_comes_out_of_the_contract() {
+    let mut seen = BTreeSet::new();
+    let scenarios: [fn() -> Platform; 4] = [
+        || {
+            let mut p = Platform::serving();
+            p.edit(|s| {
+                s.ray_cluster_deletion_delay_seconds = Some(0);
+                if let Some(c) = s.ray_cluster_config.as_mut() {
+                    c.ray_version = Some("2.100.0".into());
+                }
+            });
+            p.converge();
+            p
+        },
+        || {
+            let mut p = Platform::new();
+            p.step();
+            let name = p.pending().expect("pending");
+            p.cluster_mut(&name).head_up = true;
+            p.cluster(&name).serve.set_mood(Mood::PutFails);
+            p.step();
+            p.cluster(&name).serve.set_mood(Mood::Refuses);
+            p.step();
+            p
+        },
+        || {
+            let mut p = Platform::serving();
+            p.edit(|s| s.deployment_unhealthy_second_threshold = Some(1));
+            let name = p.active().expect("active");
+            p.cluster(&name)
+                .serve
+                .set_deployments(ServeDeploymentStatus::Updating);
+            p.step();
+            p.cluster(&name).serve.forget();
+            p.step();
+            p.cluster(&name).serve.set_mood(Mood::Down);
+            p.step();
+            p.now += 5;
+            p.step();
+            p
+        },
+        || {
+            let mut p = Platform::serving();
+            p.edit(|s| {
+                if let Some(c) = s.ray_cluster_config.as_mut() {
+                    c.worker_group_specs[0].replicas = Some(3);
+                }
+            });
+            p.step();
+            p.edit(|s| {
+                if let Some(c) = s.ray_cluster_config.as_mut() {
+                    let mut extra = c.worker_group_specs[0].clone();
+                    extra.group_name = "extra".into();
+                    c.worker_group_specs.push(extra);
+                }
+            });
+            p.step();
+            p.edit(|s| {
+                s.upgrade_strategy = Some(UpgradeStrategy {
+                    type_: Some(UpgradeType::None),
+                    ..Default::default()
+                });
+                if let Some(c) = s.ray_cluster_config.as_mut() {
+                    c.ray_version = Some("2.100.0".into());
+                }
+            });
+            p.step();
+            p.edit(|s| s.upgrade_strategy = None);
+            p.step();
+            p.edit(|s| {
+                if let Some(c) = s.ray_cluster_config.as_mut() {
+                    c.ray_version = Some("2.102.0".into());
+                }
+            });
+            p.step();
+            p.edit(|s| s.serve_config_v2 = Some("applications: [".into()));
+            p.step();
+            p
+        },
+    ];
+    for scenario in scenarios {
+        let mut platform = Platform::new();
+        platform.converge();
+        seen.extend(platform.reasons);
+        seen.extend(scenario().reasons);
+    }
+    let expected: BTreeSet<String> = [
+        "ClusterCreated",
+        "ClusterDeleted",
+        "ClusterUnhealthy",
+        "DeploymentStatusChanged",
+        "NotRolledOut",
+        "PendingClusterReplaced",
+        "Ready",
+        "ServeConfigRejected",
+        "ServeConfigResubmitted",
+        "ServeConfigSubmitFailed",
+        "ServeConfigSubmitted",
+        "TrafficSwitched",
+        "UpgradeSkipped",
+        "ValidationFailed",
+        "WorkerGroupsAdded",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(seen, expected);
+}
