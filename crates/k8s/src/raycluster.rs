@@ -12,8 +12,8 @@ use kube::api::{Api, DeleteParams, GetParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use rand::Rng;
 use rayservice_api::RayCluster;
+use rayservice_core::random_suffix;
 
 use crate::build::{self, BuildError, LABEL_CLUSTER, LABEL_IS_RAY_NODE, LABEL_NODE_TYPE};
 use crate::operate::Metrics;
@@ -52,15 +52,6 @@ pub enum Error {
     /// The status could not be serialized.
     #[error("serializing the status: {0}")]
     Json(#[from] serde_json::Error),
-}
-
-/// A random pod-name suffix of 5 characters from Kubernetes' `generateName` alphabet.
-pub fn random_suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut rng = rand::rng();
-    (0..5)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
 }
 
 fn owned_by(obj: &impl ResourceExt, uid: &str) -> bool {
@@ -185,7 +176,9 @@ pub async fn reconcile(cluster: Arc<RayCluster>, ctx: Arc<Context>) -> Result<Ac
     let mut old = cluster.status.clone().unwrap_or_default();
     old.last_update_time = None;
     if old != status {
-        status.last_update_time = Some(chrono::Utc::now().to_rfc3339());
+        status.last_update_time = Some(rayservice_core::status::timestamp(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
         let patch = serde_json::json!({
             "apiVersion": rayservice_api::API_VERSION_V1,
             "kind": "RayCluster",

@@ -20,7 +20,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
 
 use crate::error::ProxyError;
-use crate::forward::{ConnCtx, Shared};
+use crate::forward::{ConnCtx, Shared, wait_true};
 use crate::routes::{CompiledRoutes, EndpointKind, RouteTable};
 use crate::stats::{Counters, EndpointStats};
 
@@ -264,9 +264,4 @@ async fn serve_connection(
     if let Err(e) = res {
         debug!(%peer, error = %e, "client connection ended with error");
     }
-}
-
-/// Resolves once `rx` holds `true` or its sender is gone.
-pub(crate) async fn wait_true(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|v| *v).await;
 }

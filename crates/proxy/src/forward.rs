@@ -256,7 +256,7 @@ impl ConnCtx {
                                 debug!(service = %name, error = %e, "upgraded connection ended with error");
                             }
                         }
-                        _ = crate::endpoint::wait_true(&mut stop) => {
+                        _ = wait_true(&mut stop) => {
                             debug!(service = %name, "closing upgraded connection: endpoint shut down");
                         }
                     }
@@ -294,6 +294,11 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = src.source();
     }
     out
+}
+
+/// Resolves once `rx` holds `true` or its sender is gone.
+pub(crate) async fn wait_true(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
 }
 
 #[cfg(test)]

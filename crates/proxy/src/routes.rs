@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -32,15 +32,6 @@ impl EndpointKind {
     /// Kubernetes Service name for the RayService `service` (e.g. `fruit-serve-svc`).
     pub fn service_host(self, service: &str) -> String {
         format!("{service}{}", self.service_suffix())
-    }
-
-    /// Default local front address: `127.0.0.1:8000` (Serve) or `127.0.0.1:8265` (Dashboard).
-    pub fn default_addr(self) -> SocketAddr {
-        let port = match self {
-            Self::Serve => 8000,
-            Self::Dashboard => 8265,
-        };
-        SocketAddr::from((Ipv4Addr::LOCALHOST, port))
     }
 }
 
@@ -300,7 +291,7 @@ mod tests {
     }
 
     fn addr(port: u16) -> Option<SocketAddr> {
-        Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        Some(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)))
     }
 
     fn routed(r: RouteMatch<'_>) -> Option<&str> {
