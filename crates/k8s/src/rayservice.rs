@@ -67,7 +67,7 @@ pub enum Error {
     Incomplete(&'static str),
     /// The HTTP client for Ray's dashboards could not be built.
     #[error("HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
+    Http(#[from] rayservice_ray::dashboard::DashboardError),
 }
 
 /// What the controller shares between reconciles.
@@ -87,10 +87,7 @@ pub struct Context {
 impl Context {
     /// A context over a client.
     pub fn new(client: Client, metrics: Metrics) -> Result<Self, Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .no_proxy()
-            .build()?;
+        let http = rayservice_ray::dashboard::http_client()?;
         Ok(Context {
             events: Events::new(client.clone(), "rayservice-operator"),
             client,

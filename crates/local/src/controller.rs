@@ -51,14 +51,9 @@ impl Controller {
         clusters: Clusters,
         serve_front: FrontEndpoint,
         dashboard_front: FrontEndpoint,
-    ) -> Arc<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .connect_timeout(Duration::from_secs(1))
-            .no_proxy()
-            .build()
-            .unwrap_or_default();
-        Arc::new(Controller {
+    ) -> Result<Arc<Self>, rayservice_ray::dashboard::DashboardError> {
+        let http = rayservice_ray::dashboard::http_client()?;
+        Ok(Arc::new(Controller {
             settings,
             store: Mutex::new(store),
             clusters,
@@ -67,7 +62,7 @@ impl Controller {
             wakers: Mutex::new(HashMap::new()),
             service_locks: Mutex::new(HashMap::new()),
             http,
-        })
+        }))
     }
 
     /// Runs `f` with the store.

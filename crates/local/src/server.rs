@@ -149,7 +149,8 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         Clusters::new(settings.clone()),
         serve_front,
         dashboard_front,
-    );
+    )
+    .map_err(|e| ServerError::Setup(e.to_string()))?;
     adopt_running_clusters(&controller);
     {
         let controller = controller.clone();

@@ -29,8 +29,23 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout for health checks.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
-/// Timeout for connecting, used by [`DashboardClient::new`].
+/// Timeout for connecting, used by [`http_client`].
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest answer read from a dashboard or a Serve proxy. A head runs the user's image, so
+/// what it sends is bounded; the Serve status of hundreds of applications fits easily.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// The HTTP client for Ray's dashboards and Serve proxies: short connect timeout, no proxy
+/// from the environment, and no redirects (a head runs the user's image: it must not be able
+/// to send the controller, or a Serve config, anywhere else). Each call sets its own timeout.
+pub fn http_client() -> Result<reqwest::Client, DashboardError> {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .map_err(DashboardError::Client)
+}
 
 /// What went wrong talking to the dashboard.
 #[derive(Debug, Error)]
@@ -84,6 +99,14 @@ pub enum DashboardError {
     /// The HTTP client could not be built.
     #[error("cannot build an HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    /// The answer was longer than [`MAX_BODY_BYTES`]; it was not read further.
+    #[error("{url} answered more than {limit} bytes; not read further")]
+    TooLarge {
+        /// The URL called.
+        url: String,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// A client for one cluster's dashboard, at `http://<host>:<port>`.
@@ -95,19 +118,13 @@ pub struct DashboardClient {
 }
 
 impl DashboardClient {
-    /// A client for the dashboard on `127.0.0.1:<port>`, with its own HTTP client (short
-    /// connect timeout, no proxy from the environment).
+    /// A client for the dashboard on `127.0.0.1:<port>`, with its own [`http_client`].
     pub fn new(port: u16) -> Result<Self, DashboardError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .no_proxy()
-            .build()
-            .map_err(DashboardError::Client)?;
-        Ok(Self::with_client(http, port))
+        Ok(Self::with_client(http_client()?, port))
     }
 
-    /// A client for the dashboard on `127.0.0.1:<port>` that shares an HTTP client. Give it a
-    /// client built with `.no_proxy()`; each call sets its own timeout.
+    /// A client for the dashboard on `127.0.0.1:<port>` that shares an HTTP client. Give it
+    /// one made by [`http_client`]; each call sets its own timeout.
     pub fn with_client(http: reqwest::Client, port: u16) -> Self {
         Self::at(http, "127.0.0.1", port)
     }
@@ -260,10 +277,19 @@ async fn send(
         url: url.to_string(),
         source,
     };
-    let response = request.send().await.map_err(request_error)?;
+    let mut response = request.send().await.map_err(request_error)?;
     let status = response.status().as_u16();
-    let body = response.text().await.map_err(request_error)?;
-    Ok((status, body))
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(request_error)? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(DashboardError::TooLarge {
+                url: url.to_string(),
+                limit: MAX_BODY_BYTES,
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 fn expect_ok(url: &str, status: u16, body: String) -> Result<(), DashboardError> {
@@ -728,6 +754,108 @@ mod tests {
             client.get_serve_applications().await,
             Err(DashboardError::Request { .. })
         ));
+    }
+
+    /// A peer that answers every request on its port with `head` then `body_len` bytes, and
+    /// counts the requests it got.
+    fn hostile_peer(
+        head: String,
+        body_len: usize,
+    ) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                }
+                let mut stream = reader.into_inner();
+                let _ = stream.write_all(head.as_bytes());
+                let chunk = vec![b'x'; 64 * 1024];
+                let mut left = body_len;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    if stream.write_all(&chunk[..n]).is_err() {
+                        break;
+                    }
+                    left -= n;
+                }
+            }
+        });
+        (port, requests)
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        use std::sync::atomic::Ordering;
+        let (target, target_hits) = hostile_peer(
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}".into(),
+            0,
+        );
+        for status in ["302 Found", "307 Temporary Redirect"] {
+            let head = format!(
+                "HTTP/1.1 {status}\r\nLocation: http://127.0.0.1:{target}/api/serve/applications/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let (port, hits) = hostile_peer(head, 0);
+            let client = DashboardClient::new(port).unwrap();
+            let get = client.get_serve_applications().await;
+            assert!(
+                matches!(
+                    get,
+                    Err(DashboardError::Status {
+                        status: 302 | 307,
+                        ..
+                    })
+                ),
+                "{get:?}"
+            );
+            let put = client
+                .put_serve_applications(&serde_json::json!({"applications": []}))
+                .await;
+            assert!(
+                matches!(
+                    put,
+                    Err(DashboardError::Status {
+                        status: 302 | 307,
+                        ..
+                    })
+                ),
+                "{put:?}"
+            );
+            assert_eq!(hits.load(Ordering::SeqCst), 2);
+        }
+        assert_eq!(
+            target_hits.load(Ordering::SeqCst),
+            0,
+            "a redirect was followed"
+        );
+    }
+
+    #[tokio::test]
+    async fn oversized_answers_are_not_read_to_the_end() {
+        let len = MAX_BODY_BYTES + 1;
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
+        let (port, _) = hostile_peer(head, len);
+        let client = DashboardClient::new(port).unwrap();
+        let answer = client.get_serve_applications().await;
+        assert!(
+            matches!(
+                answer,
+                Err(DashboardError::TooLarge {
+                    limit: MAX_BODY_BYTES,
+                    ..
+                })
+            ),
+            "{answer:?}"
+        );
     }
 
     #[test]
