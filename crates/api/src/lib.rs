@@ -4,6 +4,8 @@
 pub mod crd;
 pub mod error;
 pub mod manifest;
+pub mod quantity;
+pub mod resources;
 pub mod serve_api;
 pub mod serve_config;
 pub mod types;

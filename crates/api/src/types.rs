@@ -163,6 +163,25 @@ pub struct RedisCredential {
     pub value_from: Option<EnvVarSource>,
 }
 
+/// Which kind of Ray node: the head (GCS, dashboard, Serve controller) or a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeType {
+    /// The head node.
+    Head,
+    /// A worker node.
+    Worker,
+}
+
+impl NodeType {
+    /// The `ray.io/node-type` label value: `head` or `worker`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeType::Head => "head",
+            NodeType::Worker => "worker",
+        }
+    }
+}
+
 /// The head node group.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use rayservice_api::{RayCluster, RayService};
@@ -211,7 +210,7 @@ pub fn raycluster_table(items: &[RayCluster], wide: bool, now: Timestamp) -> Str
                 row.extend([
                     text(&|s| s.desired_cpu.clone()),
                     text(&|s| s.desired_memory.clone()),
-                    desired_gpus(cluster),
+                    rayservice_api::resources::desired_resources(&cluster.spec).gpu(),
                 ]);
             }
             row.extend([
@@ -228,52 +227,6 @@ pub fn raycluster_table(items: &[RayCluster], wide: bool, now: Timestamp) -> Str
         })
         .collect();
     table(&header, rows)
-}
-
-/// GPUs the whole cluster asks for, counted as KubeRay counts them: per container, requests
-/// first and limits for what is not requested; every resource whose name ends in `gpu`.
-fn desired_gpus(cluster: &RayCluster) -> String {
-    let spec = &cluster.spec;
-    let workers: f64 = spec
-        .worker_group_specs
-        .iter()
-        .map(|group| pod_gpus(&group.template) * f64::from(group.desired_replicas()))
-        .sum();
-    let total = pod_gpus(&spec.head_group_spec.template) + workers;
-    if total.fract() == 0.0 {
-        format!("{total:.0}")
-    } else {
-        total.to_string()
-    }
-}
-
-/// GPUs one pod of this template asks for.
-fn pod_gpus(template: &PodTemplateSpec) -> f64 {
-    let Some(pod) = &template.spec else {
-        return 0.0;
-    };
-    pod.containers
-        .iter()
-        .filter_map(|container| container.resources.as_ref())
-        .map(|resources| {
-            let mut wanted = resources.limits.clone().unwrap_or_default();
-            wanted.extend(resources.requests.clone().unwrap_or_default());
-            wanted
-                .iter()
-                .filter(|(name, _)| name.ends_with("gpu"))
-                .map(|(_, quantity)| quantity_count(&quantity.0))
-                .sum::<f64>()
-        })
-        .sum()
-}
-
-/// A plain or milli quantity (`2`, `0.5`, `500m`) as a number; 0 for anything else.
-fn quantity_count(quantity: &str) -> f64 {
-    let quantity = quantity.trim();
-    match quantity.strip_suffix('m') {
-        Some(milli) => milli.parse::<f64>().map_or(0.0, |value| value / 1000.0),
-        None => quantity.parse::<f64>().unwrap_or(0.0),
-    }
 }
 
 /// `kubectl get pods`: `NAME  READY  STATUS  RESTARTS  AGE`; `wide` adds `PID  NODE TYPE  LOG`.
@@ -1052,13 +1005,6 @@ mod tests {
             "rayservice-sample-raycluster-sjj67   2                 2                   3      \
              6Gi      2      ready    44s    127.0.0.1     127.0.0.1"
         );
-    }
-
-    #[test]
-    fn quantities_count_gpus() {
-        assert_eq!(quantity_count("2"), 2.0);
-        assert_eq!(quantity_count("500m"), 0.5);
-        assert_eq!(quantity_count("1Gi"), 0.0);
     }
 
     fn pod(name: &str, node_type: &str, pid: Option<i32>) -> PodView {

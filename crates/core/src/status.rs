@@ -3,10 +3,11 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use rayservice_api::resources::desired_resources;
 use rayservice_api::serve_api::{ServeAppStatus, ServeDeploymentStatus};
 use rayservice_api::{
-    AppStatus, DeploymentStatus, FieldError, RayClusterStatus, RayServiceStatus, ServeConfig,
-    ServiceClusterStatus,
+    AppStatus, DeploymentStatus, FieldError, RayClusterSpec, RayClusterStatus, RayServiceStatus,
+    ServeConfig, ServiceClusterStatus, WorkerGroupSpec,
 };
 
 use crate::model::{
@@ -33,22 +34,70 @@ pub fn timestamp(time: Timestamp) -> String {
         .to_string()
 }
 
-/// Status of a RayCluster from what its nodes do.
-pub fn cluster_status(cluster: &ObservedCluster) -> RayClusterStatus {
-    let nodes = &cluster.nodes;
-    let all_up = nodes.head_ready && nodes.workers_running >= nodes.workers_desired;
+/// What a platform counts of a RayCluster's nodes (pods in Kubernetes, processes locally).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeCounts {
+    /// The head runs and is ready (Kubernetes: its pod is Ready; locally: its dashboard answered).
+    pub head_ready: bool,
+    /// Workers that run.
+    pub workers_running: i32,
+    /// Workers that are ready.
+    pub workers_ready: i32,
+    /// Why nodes cannot be started, if they cannot.
+    pub failure: Option<String>,
+}
+
+/// Status of a RayCluster, the one rule of both platforms: `state` is `suspended` for a
+/// suspended cluster and `ready` when the head and at least the desired number of workers are
+/// ready; desired workers and resources come from the spec ([`rayservice_api::resources`]).
+/// The head's addresses, `endpoints`, `observedGeneration` and times are the platform's.
+pub fn raycluster_status(spec: &RayClusterSpec, counts: &NodeCounts) -> RayClusterStatus {
+    let suspended = spec.suspend == Some(true);
+    let desired: i32 = if suspended {
+        0
+    } else {
+        spec.worker_group_specs
+            .iter()
+            .map(WorkerGroupSpec::desired_replicas)
+            .sum()
+    };
+    let state = if suspended {
+        Some("suspended".to_string())
+    } else if counts.head_ready && counts.workers_ready >= desired {
+        Some("ready".to_string())
+    } else {
+        None
+    };
+    let resources = desired_resources(spec);
     RayClusterStatus {
-        state: all_up.then(|| "ready".to_string()),
-        desired_worker_replicas: nodes.workers_desired,
-        available_worker_replicas: nodes.workers_running,
-        ready_worker_replicas: if nodes.head_ready {
-            nodes.workers_running
-        } else {
-            0
-        },
-        reason: nodes.failure.clone(),
+        state,
+        desired_cpu: Some(resources.cpu()),
+        desired_memory: Some(resources.memory()),
+        desired_worker_replicas: desired,
+        available_worker_replicas: counts.workers_running,
+        ready_worker_replicas: counts.workers_ready,
+        reason: counts.failure.clone(),
         ..Default::default()
     }
+}
+
+/// Status of a RayCluster from what its nodes do, as observed by a platform whose workers are
+/// ready once they run and the head is ready.
+pub fn cluster_status(cluster: &ObservedCluster) -> RayClusterStatus {
+    let nodes = &cluster.nodes;
+    raycluster_status(
+        &cluster.spec,
+        &NodeCounts {
+            head_ready: nodes.head_ready,
+            workers_running: nodes.workers_running,
+            workers_ready: if nodes.head_ready {
+                nodes.workers_running
+            } else {
+                0
+            },
+            failure: nodes.failure.clone(),
+        },
+    )
 }
 
 /// The status for this reconcile.

@@ -8,7 +8,8 @@
 //!   as a shell string, so user values from `rayStartParams` are never interpreted by a shell.
 //!   The generated command and args are used only when the container names neither a `command`
 //!   nor `args`; a container that sets either keeps its own (the user then owns `ray start`).
-//! - Generated defaults (`--dashboard-host`, `--metrics-export-port`,
+//! - Options are written in name order, as KubeRay writes them. Generated defaults
+//!   (`--dashboard-host`, `--metrics-export-port`,
 //!   `--dashboard-agent-listen-port`, `--num-cpus`, `--memory`, the workers' `--address`) are left
 //!   out when `rayStartParams` sets the same key; the user's value wins.
 //! - The environment variables `RAY_GCS_SERVER_REQUEST_TIMEOUT_SECONDS=5` and
@@ -22,8 +23,10 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use rayservice_api::resources::{RayResources, ResourceError};
 use rayservice_api::{HeadInfo, RayCluster, RayClusterSpec, RayClusterStatus, WorkerGroupSpec};
-use rayservice_ray::node::{parse_cpu_millis, parse_cpu_quantity, parse_memory_quantity};
+use rayservice_core::status::{NodeCounts, raycluster_status};
+use rayservice_ray::start::{Platform, StartFlags};
 
 /// `ray.io/cluster`: the name of the RayCluster a pod or service belongs to.
 pub const LABEL_CLUSTER: &str = "ray.io/cluster";
@@ -71,15 +74,23 @@ pub enum BuildError {
     #[error("the pod template of {0} has no container")]
     NoContainer(String),
     /// A resource quantity cannot be parsed.
-    #[error("container {container}: invalid {what} limit {value:?}: {message}")]
+    #[error("container {container}: invalid {what} quantity {value:?}: {message}")]
     Quantity {
         /// The container.
         container: String,
-        /// `cpu` or `memory`.
+        /// `cpu`, `memory`, or a device.
         what: &'static str,
         /// The quantity as written.
         value: String,
         /// What is wrong with it.
+        message: String,
+    },
+    /// The `rayStartParams` cannot be turned into a `ray start` command line.
+    #[error("container {container}: {message}")]
+    StartParams {
+        /// The container.
+        container: String,
+        /// What is wrong.
         message: String,
     },
     /// The worker group does not exist in the spec.
@@ -87,24 +98,24 @@ pub enum BuildError {
     NoSuchGroup(String),
 }
 
-/// Which kind of Ray node a pod runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeType {
-    /// The head node (GCS, dashboard, Serve controller).
-    Head,
-    /// A worker node.
-    Worker,
-}
-
-impl NodeType {
-    /// The `ray.io/node-type` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeType::Head => "head",
-            NodeType::Worker => "worker",
+impl From<ResourceError> for BuildError {
+    fn from(err: ResourceError) -> BuildError {
+        let (what, value) = match &err.source {
+            rayservice_api::quantity::QuantityError::Invalid { what, value, .. }
+            | rayservice_api::quantity::QuantityError::TooLarge { what, value } => {
+                (*what, value.clone())
+            }
+        };
+        BuildError::Quantity {
+            container: err.container.clone(),
+            what,
+            value,
+            message: err.source.to_string(),
         }
     }
 }
+
+pub use rayservice_api::NodeType;
 
 /// Name of the head service: `CLUSTER-head-svc`.
 pub fn head_service_name(cluster: &str) -> String {
@@ -178,7 +189,8 @@ pub fn node_labels(cluster: &str, node: NodeType, group: &str) -> BTreeMap<Strin
     ])
 }
 
-/// The `ray start` arguments (after `ray`) of the Ray container, one element per argument.
+/// The `ray start` arguments (after `ray`) of the Ray container, one element per argument,
+/// by the rule both platforms share ([`rayservice_ray::start`]), with KubeRay's defaults.
 pub fn ray_start_args(
     node: NodeType,
     cluster: &str,
@@ -186,53 +198,40 @@ pub fn ray_start_args(
     params: &BTreeMap<String, String>,
     container: &Container,
 ) -> Result<Vec<String>, BuildError> {
-    let container_name = container.name.clone();
-    let limits = container.resources.as_ref().and_then(|r| r.limits.as_ref());
-    let limit = |what: &str| limits.and_then(|l| l.get(what)).map(|q| q.0.clone());
-    let quantity_error =
-        |what: &'static str, value: &str, e: &dyn std::fmt::Display| BuildError::Quantity {
-            container: container_name.clone(),
-            what,
-            value: value.to_string(),
-            message: e.to_string(),
-        };
+    let resources = RayResources::of_container(container).map_err(BuildError::from)?;
+    let flags = StartFlags::build(
+        node,
+        params,
+        &resources,
+        &kubernetes_platform(node, cluster, namespace),
+    )
+    .map_err(|e| BuildError::StartParams {
+        container: container.name.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(flags.args())
+}
 
-    let mut defaults: Vec<(&str, String)> = Vec::new();
-    if node == NodeType::Worker {
-        defaults.push(("address", head_address(cluster, namespace)));
-    }
-    if node == NodeType::Head {
-        defaults.push(("dashboard-host", "0.0.0.0".to_string()));
-    }
-    defaults.push(("metrics-export-port", "8080".to_string()));
-    defaults.push(("dashboard-agent-listen-port", "52365".to_string()));
-    if let Some(cpu) = limit("cpu") {
-        let n = parse_cpu_quantity(&cpu).map_err(|e| quantity_error("cpu", &cpu, &e))?;
-        defaults.push(("num-cpus", n.to_string()));
-    }
-    if let Some(mem) = limit("memory") {
-        let n = parse_memory_quantity(&mem).map_err(|e| quantity_error("memory", &mem, &e))?;
-        defaults.push(("memory", n.to_string()));
-    }
-
-    let mut args = vec!["start".to_string()];
-    if node == NodeType::Head {
-        args.push("--head".to_string());
-    }
-    args.push("--block".to_string());
-    for (key, value) in defaults {
-        if !params.contains_key(key) {
-            args.push(format!("--{key}={value}"));
+/// What KubeRay adds to every node's `ray start`: the head's dashboard on every interface,
+/// the workers' head address, the metrics and dashboard agent ports; `--block` always.
+pub fn kubernetes_platform(node: NodeType, cluster: &str, namespace: &str) -> Platform {
+    let mut defaults = Vec::new();
+    match node {
+        NodeType::Head => defaults.push(("dashboard-host".to_string(), "0.0.0.0".to_string())),
+        NodeType::Worker => {
+            defaults.push(("address".to_string(), head_address(cluster, namespace)))
         }
     }
-    for (key, value) in params {
-        match value.as_str() {
-            "true" => args.push(format!("--{key}")),
-            "false" => {}
-            _ => args.push(format!("--{key}={value}")),
-        }
+    defaults.push(("metrics-export-port".to_string(), "8080".to_string()));
+    defaults.push((
+        "dashboard-agent-listen-port".to_string(),
+        "52365".to_string(),
+    ));
+    Platform {
+        defaults,
+        owned: vec![("block".to_string(), "true".to_string())],
+        owned_keys: Vec::new(),
     }
-    Ok(args)
 }
 
 fn ray_container(
@@ -536,117 +535,31 @@ pub fn pod_ready(pod: &Pod) -> bool {
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// What one pod of a template asks for: each container's request (else its limit), summed;
-/// `(milli-CPUs, bytes)`. A quantity that does not parse counts as zero (pod creation reports it).
-fn template_resources(template: &PodTemplateSpec) -> (u64, u64) {
-    let containers = template.spec.as_ref().map(|s| s.containers.as_slice());
-    let mut cpu = 0;
-    let mut memory = 0;
-    for container in containers.unwrap_or_default() {
-        let resources = container.resources.as_ref();
-        let amount = |name: &str| {
-            let requests = resources.and_then(|r| r.requests.as_ref());
-            let limits = resources.and_then(|r| r.limits.as_ref());
-            requests
-                .and_then(|r| r.get(name))
-                .or_else(|| limits.and_then(|l| l.get(name)))
-                .map(|q| q.0.clone())
-        };
-        cpu += amount("cpu")
-            .and_then(|q| parse_cpu_millis(&q).ok())
-            .unwrap_or(0);
-        memory += amount("memory")
-            .and_then(|q| parse_memory_quantity(&q).ok())
-            .unwrap_or(0);
-    }
-    (cpu, memory)
-}
-
-fn cpu_quantity(millis: u64) -> String {
-    if millis.is_multiple_of(1000) {
-        (millis / 1000).to_string()
-    } else {
-        format!("{millis}m")
-    }
-}
-
-fn memory_quantity(bytes: u64) -> String {
-    const GI: u64 = 1 << 30;
-    const MI: u64 = 1 << 20;
-    if bytes > 0 && bytes.is_multiple_of(GI) {
-        format!("{}Gi", bytes / GI)
-    } else if bytes > 0 && bytes.is_multiple_of(MI) {
-        format!("{}Mi", bytes / MI)
-    } else {
-        bytes.to_string()
-    }
-}
-
-/// `desiredCPU` and `desiredMemory` of a cluster: what its head and its desired workers ask
-/// for, as Kubernetes quantities (`"3"`, `"6Gi"`).
-pub fn desired_resources(spec: &RayClusterSpec) -> (String, String) {
-    let (mut cpu, mut memory) = if spec.suspend == Some(true) {
-        (0, 0)
-    } else {
-        template_resources(&spec.head_group_spec.template)
-    };
-    if spec.suspend != Some(true) {
-        for group in &spec.worker_group_specs {
-            let (c, m) = template_resources(&group.template);
-            let replicas = u64::try_from(group.desired_replicas()).unwrap_or(0);
-            cpu += c * replicas;
-            memory += m * replicas;
-        }
-    }
-    (cpu_quantity(cpu), memory_quantity(memory))
-}
-
-/// The status of the cluster as seen from its pods (head and workers). `head.serviceIP`,
-/// `observedGeneration` and `lastUpdateTime` are left to the caller.
-/// `state` is `suspended` for a suspended cluster, `ready` when the head and at least the
-/// desired number of workers are running and ready, and unset otherwise.
+/// The status of the cluster as seen from its pods (head and workers), by the core's rule
+/// ([`rayservice_core::status::raycluster_status`]). `head.serviceIP`, `observedGeneration`
+/// and `lastUpdateTime` are left to the caller.
 pub fn cluster_status(spec: &RayClusterSpec, pods: &[Pod]) -> RayClusterStatus {
     let live: Vec<&Pod> = pods.iter().filter(|p| !is_terminating(p)).collect();
-    let desired: i32 = if spec.suspend == Some(true) {
-        0
-    } else {
-        spec.worker_group_specs
-            .iter()
-            .map(WorkerGroupSpec::desired_replicas)
-            .sum()
-    };
     let workers: Vec<&&Pod> = live
         .iter()
-        .filter(|p| label(p, LABEL_NODE_TYPE) == Some("worker"))
+        .filter(|p| label(p, LABEL_NODE_TYPE) == Some(NodeType::Worker.as_str()))
         .collect();
-    let available = workers.iter().filter(|p| pod_running(p)).count() as i32;
-    let ready = workers.iter().filter(|p| pod_ready(p)).count() as i32;
     let head = live
         .iter()
-        .find(|p| label(p, LABEL_NODE_TYPE) == Some("head"));
-    let head_ready = head.is_some_and(|p| pod_ready(p));
-    let state = if spec.suspend == Some(true) {
-        Some("suspended".to_string())
-    } else if head_ready && ready >= desired {
-        Some("ready".to_string())
-    } else {
-        None
+        .find(|p| label(p, LABEL_NODE_TYPE) == Some(NodeType::Head.as_str()));
+    let counts = NodeCounts {
+        head_ready: head.is_some_and(|p| pod_ready(p)),
+        workers_running: workers.iter().filter(|p| pod_running(p)).count() as i32,
+        workers_ready: workers.iter().filter(|p| pod_ready(p)).count() as i32,
+        failure: None,
     };
-    let (desired_cpu, desired_memory) = desired_resources(spec);
-    RayClusterStatus {
-        state,
-        desired_cpu: Some(desired_cpu),
-        desired_memory: Some(desired_memory),
-        desired_worker_replicas: desired,
-        available_worker_replicas: available,
-        ready_worker_replicas: ready,
-        head: head.map(|p| HeadInfo {
-            pod_ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
-            service_ip: None,
-            pod_name: p.metadata.name.clone(),
-        }),
-        ..Default::default()
-    }
+    let mut status = raycluster_status(spec, &counts);
+    status.head = head.map(|p| HeadInfo {
+        pod_ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
+        service_ip: None,
+        pod_name: p.metadata.name.clone(),
+    });
+    status
 }
 
 #[cfg(test)]

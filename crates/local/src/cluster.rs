@@ -129,27 +129,6 @@ pub struct Clusters {
     ports: Mutex<PortAllocator>,
 }
 
-/// CPU count from a container's cpu limit (rounded up), else its request.
-fn container_resources(
-    template: &k8s_openapi::api::core::v1::PodTemplateSpec,
-) -> (Option<String>, Option<String>) {
-    let Some(container) = template.spec.as_ref().and_then(|s| s.containers.first()) else {
-        return (None, None);
-    };
-    let resources = container.resources.as_ref();
-    let pick = |key: &str| {
-        resources
-            .and_then(|r| {
-                r.limits
-                    .as_ref()
-                    .and_then(|l| l.get(key))
-                    .or_else(|| r.requests.as_ref().and_then(|q| q.get(key)))
-            })
-            .map(|q| q.0.clone())
-    };
-    (pick("cpu"), pick("memory"))
-}
-
 impl Clusters {
     /// No clusters yet; Ray is found (or installed) on first use.
     pub fn new(settings: Settings) -> Clusters {
@@ -598,7 +577,6 @@ async fn start_node(
             .ok_or_else(|| format!("worker group {} is gone", node.group))?;
         (group.ray_start_params.clone(), group.template.clone())
     };
-    let (cpu, memory) = container_resources(&template);
     let log_dir = controller.settings.logs_dir().join(&node.cluster);
     std::fs::create_dir_all(&log_dir)
         .map_err(|e| format!("cannot create {}: {e}", log_dir.display()))?;
@@ -624,25 +602,15 @@ async fn start_node(
     });
     std::fs::create_dir_all(&node_dir)
         .map_err(|e| format!("cannot create {}: {e}", node_dir.display()))?;
-    let launch = NodeLaunch {
+    let launch = NodeLaunch::for_group(
         kind,
-        ray_executable: ray.ray.clone(),
-        temp_dir: node_dir,
-        ports: ports.clone(),
-        ray_start_params: params,
-        num_cpus: cpu
-            .as_deref()
-            .map(rayservice_ray::node::parse_cpu_quantity)
-            .transpose()
-            .map_err(|e| format!("node {}: {e}", node.name))?,
-        memory_bytes: memory
-            .as_deref()
-            .map(rayservice_ray::node::parse_memory_quantity)
-            .transpose()
-            .map_err(|e| format!("node {}: {e}", node.name))?,
-        labels: BTreeMap::new(),
-        extra_env: Vec::new(),
-    };
+        ray.ray.clone(),
+        node_dir,
+        ports.clone(),
+        &params,
+        &template,
+    )
+    .map_err(|e| format!("node {}: {e}", node.name))?;
     let command = launch
         .command()
         .map_err(|e| format!("node {}: {e}", node.name))?;

@@ -735,26 +735,6 @@ async fn list_clusters(State(state): State<AppState>) -> Response {
         status.head = Some(crate::controller::local_head_info(
             controller.clusters.head_pod_name(&record.name),
         ));
-        let cpus: f64 = std::iter::once(&spec.head_group_spec.template)
-            .chain(spec.worker_group_specs.iter().flat_map(|g| {
-                std::iter::repeat_n(&g.template, g.desired_replicas().max(0) as usize)
-            }))
-            .filter_map(|t| {
-                t.spec
-                    .as_ref()?
-                    .containers
-                    .first()?
-                    .resources
-                    .as_ref()?
-                    .limits
-                    .as_ref()?
-                    .get("cpu")
-                    .map(|q| q.0.clone())
-            })
-            .filter_map(|cpu| rayservice_ray::node::parse_cpu_quantity(&cpu).ok())
-            .map(f64::from)
-            .sum();
-        status.desired_cpu = Some(format!("{cpus}"));
         let metadata = ObjectMeta {
             name: Some(record.name.clone()),
             namespace: Some(rayservice_api::DEFAULT_NAMESPACE.into()),

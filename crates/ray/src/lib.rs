@@ -1,7 +1,8 @@
 //! Everything the project needs to know about Ray itself, as a library.
 //!
 //! - [`node`]: the `ray start` command line of a head or worker node, with ports and a temp dir
-//!   of its own so several clusters can share one machine, and Kubernetes quantity parsing.
+//!   of its own so several clusters can share one machine.
+//! - [`start`]: the one rule for `ray start`'s flags that both platforms follow.
 //! - [`dashboard`]: a client for the dashboard's Serve REST API (`/api/serve/applications/`),
 //!   its health endpoints, and the package upload endpoint.
 //! - [`install`]: finding a Python with `ray[serve]`, or installing one into a managed venv.
@@ -15,6 +16,7 @@ pub mod dashboard;
 pub mod install;
 pub mod node;
 pub mod package;
+pub mod start;
 
 pub use dashboard::{DashboardClient, DashboardError, ServeDetails};
 pub use install::{InstallOptions, InstallProgress, RAY_VERSION, RayRuntime, find_or_install};

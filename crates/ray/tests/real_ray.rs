@@ -187,8 +187,11 @@ async fn two_node_cluster_serves_the_examples() {
         temp_dir: dir.join(temp),
         ports: ports.node_ports(50).expect("node ports"),
         ray_start_params: BTreeMap::new(),
-        num_cpus: Some(cpus),
-        memory_bytes: Some(2 << 30),
+        resources: rayservice_api::resources::RayResources {
+            num_cpus: Some(cpus),
+            memory_bytes: Some(2 << 30),
+            ..Default::default()
+        },
         labels: BTreeMap::new(),
         extra_env: vec![(MARKER.to_string(), marker.clone())],
     };

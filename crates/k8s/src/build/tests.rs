@@ -114,11 +114,11 @@ fn head_pod_shape() {
             "start",
             "--head",
             "--block",
-            "--dashboard-host=0.0.0.0",
-            "--metrics-export-port=8080",
             "--dashboard-agent-listen-port=52365",
-            "--num-cpus=2",
+            "--dashboard-host=0.0.0.0",
             "--memory=5368709120",
+            "--metrics-export-port=8080",
+            "--num-cpus=2",
         ])
     );
     let c = &pod.spec.as_ref().unwrap().containers[0];
@@ -178,13 +178,15 @@ fn worker_pod_shape_and_params() {
         args,
         s(&[
             "start",
-            "--block",
             "--address=rc-head-svc.ns.svc.cluster.local:6379",
-            "--metrics-export-port=8080",
+            "--block",
             "--dashboard-agent-listen-port=52365",
-            "--num-cpus=1",
-            "--memory=2147483648",
             "--disable-usage-stats",
+            // A boolean word option keeps its value, as in KubeRay v1.7.
+            "--include-dashboard=false",
+            "--memory=2147483648",
+            "--metrics-export-port=8080",
+            "--num-cpus=1",
             "--num-gpus=1",
             "--resources='{\"x\": 1}'; rm -rf /",
         ])
@@ -209,9 +211,9 @@ fn user_params_override_defaults_and_cpu_rounds_up() {
             "--head",
             "--block",
             "--dashboard-agent-listen-port=52365",
-            "--num-cpus=2",
             "--dashboard-host=127.0.0.1",
             "--metrics-export-port=9000",
+            "--num-cpus=2",
         ])
     );
     rc.spec.head_group_spec.ray_start_params =
@@ -502,14 +504,16 @@ fn status_from_pods() {
     assert!(st.head.is_none());
 }
 
+fn desired(spec: &RayClusterSpec) -> (String, String) {
+    let d = rayservice_api::resources::desired_resources(spec);
+    (d.cpu(), d.memory())
+}
+
 #[test]
 fn desired_resources_count_the_head_and_the_desired_workers() {
     // Head 2 CPU / 5Gi (limits only), one worker 1 CPU / 2Gi.
     let mut rc = cluster();
-    assert_eq!(
-        desired_resources(&rc.spec),
-        ("3".to_string(), "7Gi".to_string())
-    );
+    assert_eq!(desired(&rc.spec), ("3".to_string(), "7Gi".to_string()));
     // Requests win over limits; millicores stay exact.
     let worker = &mut rc.spec.worker_group_specs[0];
     worker.replicas = Some(3);
@@ -523,12 +527,9 @@ fn desired_resources_count_the_head_and_the_desired_workers() {
         ]));
     }
     assert_eq!(
-        desired_resources(&rc.spec),
+        desired(&rc.spec),
         ("3500m".to_string(), "6656Mi".to_string())
     );
     rc.spec.suspend = Some(true);
-    assert_eq!(
-        desired_resources(&rc.spec),
-        ("0".to_string(), "0".to_string())
-    );
+    assert_eq!(desired(&rc.spec), ("0".to_string(), "0".to_string()));
 }
