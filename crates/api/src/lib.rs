@@ -3,6 +3,7 @@
 
 pub mod crd;
 pub mod error;
+pub mod labels;
 pub mod manifest;
 pub mod quantity;
 pub mod resources;

@@ -13,8 +13,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use k8s_openapi::jiff::Timestamp;
 use rayservice_api::{Manifest, RayCluster, RayService};
 use rayservice_local::client::{Client, ClientError};
-use rayservice_local::server::ApplyRequest;
 use rayservice_local::settings::Settings;
+use rayservice_local::wire::ApplyRequest;
 use serde_json::Value;
 
 #[derive(Parser)]
@@ -265,11 +265,8 @@ async fn server(settings: Settings) -> Result<()> {
     result.map_err(|e| anyhow!(e))
 }
 
-/// The operator: probes at once, the controllers once this replica leads. Returns an error when
-/// leadership is lost (so that Kubernetes restarts the pod), `Ok` after SIGTERM or Ctrl-C, having
-/// released the lease.
+/// The operator ([`rayservice_k8s::runtime`]), stopped cleanly by SIGTERM or Ctrl-C.
 async fn operator(args: OperatorArgs) -> Result<()> {
-    use rayservice_k8s::operate::{self, LeaderElector, Metrics};
     use tokio::signal::unix::{SignalKind, signal};
 
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -279,86 +276,15 @@ async fn operator(args: OperatorArgs) -> Result<()> {
             _ = tokio::signal::ctrl_c() => "interrupt",
         }
     };
-    tokio::pin!(shutdown);
-
-    let client = kube::Client::try_default()
+    let options = rayservice_k8s::runtime::OperatorOptions {
+        probe_addr: args.probe_addr,
+        leader_elect: args.leader_elect,
+        leader_election_namespace: args.leader_election_namespace,
+        leader_election_id: args.leader_election_id,
+    };
+    rayservice_k8s::runtime::run_operator(options, shutdown)
         .await
-        .context("cannot reach a Kubernetes API server (set KUBECONFIG, or run in a pod)")?;
-    let metrics = Metrics::new();
-    let (ready, ready_rx) = tokio::sync::watch::channel(false);
-    let listener = tokio::net::TcpListener::bind(args.probe_addr)
-        .await
-        .with_context(|| format!("cannot listen on --probe-addr {}", args.probe_addr))?;
-    tracing::info!(addr = %args.probe_addr, "serving /metrics, /healthz and /readyz");
-    let mut probes = tokio::spawn(operate::serve_probes(listener, metrics.clone(), ready_rx));
-
-    let elector = args.leader_elect.then(|| {
-        let namespace = args
-            .leader_election_namespace
-            .clone()
-            .or_else(operate::in_cluster_namespace)
-            .unwrap_or_else(|| "default".to_string());
-        LeaderElector::new(
-            client.clone(),
-            namespace,
-            &args.leader_election_id,
-            operate::default_identity(),
-        )
-    });
-    if let Some(elector) = &elector {
-        tracing::info!(lease = %elector.lease(), identity = %elector.identity(), "waiting for leadership");
-        tokio::select! {
-            acquired = elector.acquire() => acquired.context("leader election")?,
-            signal = &mut shutdown => {
-                tracing::info!(signal, "stopping before leading");
-                probes.abort();
-                return Ok(());
-            }
-        }
-    }
-    metrics.set_leader(true);
-    ready.send_replace(true);
-
-    // The controllers of the operator, all run here.
-    let controllers = async {
-        tokio::join!(
-            rayservice_k8s::raycluster::run(client.clone(), metrics.clone()),
-            async {
-                if let Err(error) =
-                    rayservice_k8s::rayservice::run(client.clone(), metrics.clone()).await
-                {
-                    tracing::error!(%error, "the RayService controller could not start");
-                }
-            },
-        )
-    };
-    let lost = async {
-        match &elector {
-            Some(elector) => elector.hold().await,
-            None => std::future::pending().await,
-        }
-    };
-    let outcome = tokio::select! {
-        _ = controllers => Err(anyhow!("the controllers stopped")),
-        error = lost => Err(anyhow!(error)),
-        served = &mut probes => Err(match served {
-            Ok(Err(error)) => anyhow!(error),
-            _ => anyhow!("the probe server stopped"),
-        }),
-        signal = &mut shutdown => {
-            tracing::info!(signal, "shutting down");
-            Ok(())
-        }
-    };
-    ready.send_replace(false);
-    metrics.set_leader(false);
-    if let (Ok(()), Some(elector)) = (&outcome, &elector)
-        && let Err(error) = elector.release().await
-    {
-        tracing::warn!(%error, "could not release the lease; a successor waits for it to expire");
-    }
-    probes.abort();
-    outcome
+        .map_err(|e| anyhow!(e))
 }
 
 fn install_ray(settings: &Settings) -> Result<rayservice_ray::install::RayRuntime> {

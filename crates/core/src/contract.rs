@@ -112,11 +112,13 @@ pub struct Seen {
 
 /// Turns raw facts about a cluster into the observation the decision reads.
 ///
-/// The one rule for "unreachable": before its dashboard first answered, a cluster whose
-/// dashboard does not answer (or whose head is not up) is still starting (`Unknown`); once it
-/// has answered, or while it serves traffic, silence is `Unreachable` since the first silent
-/// look, which the health thresholds measure. A head counts as ready when it is up and its
-/// dashboard has answered at least once.
+/// The one rule for "unreachable": a head that is not up is starting or restarting (a pod
+/// being recreated, a process being started again): its cluster is `Unknown` and must answer
+/// again before it counts as ready (a restarted head has lost its applications). A head that is
+/// up but whose dashboard does not answer is still starting (`Unknown`) until the dashboard
+/// first answered; after that, or while the cluster serves traffic, silence is `Unreachable`
+/// since the first silent look, which the health thresholds measure. A head counts as ready
+/// when it is up and its dashboard has answered since it last started.
 pub fn see(
     mut nodes: NodesObservation,
     answer: DashboardAnswer,
@@ -136,12 +138,13 @@ pub fn see(
                 routes: proxies.routes,
             }
         }
-        silent if memory.dashboard_answered || serving => {
+        _ if !nodes.head_up => {
+            memory.dashboard_answered = false;
+            memory.unreachable_since = None;
+            ServeObservation::Unknown
+        }
+        DashboardAnswer::Failed(error) if memory.dashboard_answered || serving => {
             let since = *memory.unreachable_since.get_or_insert(now);
-            let error = match silent {
-                DashboardAnswer::Failed(error) => error,
-                _ => "the head node is not running".to_string(),
-            };
             ServeObservation::Unreachable { since, error }
         }
         _ => ServeObservation::Unknown,

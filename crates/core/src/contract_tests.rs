@@ -456,14 +456,21 @@ fn the_unreachable_rule_is_the_same_for_every_platform() {
     platform.cluster(&name).serve.set_mood(Mood::Fine);
     platform.converge();
     assert_eq!(platform.active().as_deref(), Some(name.as_str()));
-    // Once it answered, silence counts, whether the dashboard is down or the head is gone.
+    // A head that is gone is restarting: nothing is unreachable, and the new head must answer
+    // again before it counts as ready (it lost its applications).
     platform.cluster_mut(&name).head_up = false;
+    platform.step();
+    assert!(platform.cluster(&name).memory.unreachable_since.is_none());
+    assert!(!platform.cluster(&name).memory.dashboard_answered);
+    platform.cluster_mut(&name).head_up = true;
+    platform.step();
+    assert!(platform.cluster(&name).memory.dashboard_answered);
+    // Once it answered, a silent dashboard on a running head counts.
+    platform.cluster(&name).serve.set_mood(Mood::Down);
     platform.step();
     let since = platform.cluster(&name).memory.unreachable_since;
     assert_eq!(since, Some(platform.time()));
     platform.now += 3;
-    platform.cluster_mut(&name).head_up = true;
-    platform.cluster(&name).serve.set_mood(Mood::Down);
     platform.step();
     assert_eq!(
         platform.cluster(&name).memory.unreachable_since,

@@ -5,7 +5,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// Annotation that carries [`cluster_hash`] on a RayCluster (KubeRay's name).
-pub const HASH_ANNOTATION: &str = "ray.io/hash-without-replicas-and-workers-to-delete";
+pub use rayservice_api::labels::HASH_ANNOTATION;
 
 /// Worker group fields owned by the autoscaler: changing them never rolls out a new cluster.
 pub const AUTOSCALER_OWNED_FIELDS: &[&str] =

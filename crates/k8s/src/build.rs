@@ -28,24 +28,10 @@ use rayservice_api::{HeadInfo, RayCluster, RayClusterSpec, RayClusterStatus, Wor
 use rayservice_core::status::{NodeCounts, raycluster_status};
 use rayservice_ray::start::{Platform, StartFlags};
 
-/// `ray.io/cluster`: the name of the RayCluster a pod or service belongs to.
-pub const LABEL_CLUSTER: &str = "ray.io/cluster";
-/// `ray.io/node-type`: `head` or `worker`.
-pub const LABEL_NODE_TYPE: &str = "ray.io/node-type";
-/// `ray.io/group`: the worker group (`headgroup` for the head).
-pub const LABEL_GROUP: &str = "ray.io/group";
-/// `ray.io/identifier`: `CLUSTER-head` or `CLUSTER-worker`.
-pub const LABEL_IDENTIFIER: &str = "ray.io/identifier";
-/// `ray.io/is-ray-node`: `yes` on every Ray pod.
-pub const LABEL_IS_RAY_NODE: &str = "ray.io/is-ray-node";
-/// `ray.io/originated-from-cr-name`: the RayService a RayCluster (and its pods) was made for.
-pub const LABEL_ORIGIN_NAME: &str = "ray.io/originated-from-cr-name";
-/// `ray.io/originated-from-crd`: `RayService` on a RayService's clusters and their pods.
-pub const LABEL_ORIGIN_CRD: &str = "ray.io/originated-from-crd";
-/// `ray.io/serve`: `true` on a pod whose Serve proxy answers `/-/healthz`.
-pub const LABEL_SERVE: &str = "ray.io/serve";
-/// The group label value of the head pod (as in KubeRay).
-pub const HEAD_GROUP: &str = "headgroup";
+pub use rayservice_api::labels::{
+    HEAD_GROUP, LABEL_CLUSTER, LABEL_GROUP, LABEL_IDENTIFIER, LABEL_IS_RAY_NODE, LABEL_NODE_TYPE,
+    LABEL_ORIGIN_CRD, LABEL_ORIGIN_NAME, LABEL_SERVE,
+};
 /// Ports of a head node, by KubeRay's names.
 pub const HEAD_PORTS: [(&str, i32); 6] = [
     ("gcs-server", 6379),
@@ -170,23 +156,18 @@ pub fn owner_reference(rc: &RayCluster) -> Result<OwnerReference, BuildError> {
     })
 }
 
-/// The labels KubeRay puts on a Ray pod.
+/// Labels of a Ray pod: the node labels both platforms give ([`rayservice_api::labels`]) and
+/// the `app.kubernetes.io` ones of a Kubernetes object.
 pub fn node_labels(cluster: &str, node: NodeType, group: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (LABEL_CLUSTER.to_string(), cluster.to_string()),
-        (LABEL_NODE_TYPE.to_string(), node.as_str().to_string()),
-        (LABEL_GROUP.to_string(), group.to_string()),
-        (
-            LABEL_IDENTIFIER.to_string(),
-            format!("{cluster}-{}", node.as_str()),
-        ),
-        (LABEL_IS_RAY_NODE.to_string(), "yes".to_string()),
+    let mut labels = rayservice_api::labels::node_labels(cluster, node, group);
+    labels.extend([
         ("app.kubernetes.io/name".to_string(), "kuberay".to_string()),
         (
             "app.kubernetes.io/created-by".to_string(),
             "rayservice-operator".to_string(),
         ),
-    ])
+    ]);
+    labels
 }
 
 /// The `ray start` arguments (after `ray`) of the Ray container, one element per argument,

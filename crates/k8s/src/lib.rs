@@ -13,5 +13,6 @@ pub mod events;
 pub mod operate;
 pub mod raycluster;
 pub mod rayservice;
+pub mod runtime;
 
 pub use raycluster::{Context, Error, FIELD_MANAGER, error_policy, reconcile, run};

@@ -41,10 +41,7 @@ use crate::operate::Metrics;
 use crate::raycluster::FIELD_MANAGER;
 use rayservice_core::random_suffix;
 
-/// Finalizer that lets the controller remove what it created before the RayService goes.
-pub const FINALIZER: &str = "ray.io/rayservice-finalizer";
-/// Annotation: what the core keeps about the cluster ([`ClusterMemory`] as JSON).
-pub const ANNOTATION_MEMORY: &str = "rayservice.io/memory";
+pub use rayservice_api::labels::{ANNOTATION_MEMORY, RAYSERVICE_FINALIZER as FINALIZER};
 /// Default dashboard port (also Ray's Serve REST API).
 pub const DASHBOARD_PORT: u16 = 8265;
 /// Default Serve HTTP port.

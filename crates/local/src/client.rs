@@ -8,9 +8,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::server::{ApiError, ApplyRequest, ApplyResult, ControlInfo};
 use crate::settings::Settings;
 use crate::views::{EventView, PodView, ServiceView};
+use crate::wire::{ApiError, ApplyRequest, ApplyResult, ControlInfo};
 
 /// Why a control API call failed.
 #[derive(Debug, Error)]

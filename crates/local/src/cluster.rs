@@ -15,10 +15,28 @@ use rayservice_ray::node::{HeadPorts, NodeKind, NodeLaunch, NodePorts, PortAlloc
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::controller::{Controller, now};
 use crate::process;
 use crate::settings::Settings;
-use crate::store::NodeRecord;
+use crate::store::{ClusterRecord, NodeRecord};
+
+/// What running nodes need from whoever owns the clusters (the controller): where records
+/// and logs live, and whom to tell when a node changes. Supervision knows nothing else.
+pub trait NodeHost: Send + Sync + 'static {
+    /// The node processes.
+    fn clusters(&self) -> &Clusters;
+    /// Where the nodes' logs go (one folder per cluster below it).
+    fn logs_dir(&self) -> PathBuf;
+    /// The stored record of a cluster, if it still exists.
+    fn cluster_record(&self, cluster: &str) -> Result<Option<ClusterRecord>, String>;
+    /// The stored nodes of a cluster.
+    fn cluster_nodes(&self, cluster: &str) -> Vec<NodeRecord>;
+    /// Stores a node's record.
+    fn save_node(&self, node: &NodeRecord) -> Result<(), String>;
+    /// Records an event about a cluster's node.
+    fn node_event(&self, cluster: &str, kind: EventKind, reason: &str, message: &str);
+    /// A node of `cluster` started, stopped or failed: its owner should look again.
+    fn node_changed(self: Arc<Self>, cluster: &str);
+}
 
 /// Why a cluster could not be planned or a node started.
 #[derive(Debug, Error)]
@@ -204,7 +222,7 @@ impl Clusters {
     /// Starts a new cluster in the background: the head, then the workers once the head's GCS answers.
     pub fn start(
         &self,
-        controller: Arc<Controller>,
+        host: Arc<dyn NodeHost>,
         name: &str,
         spec: &RayClusterSpec,
         layout: &ClusterLayout,
@@ -216,7 +234,7 @@ impl Clusters {
             "headgroup",
             format!("{name}-head-{}", random_suffix()),
         );
-        supervise(controller.clone(), node, None);
+        supervise(host.clone(), node, None);
         let name = name.to_string();
         let spec = spec.clone();
         let layout = layout.clone();
@@ -224,28 +242,25 @@ impl Clusters {
             let gcs = SocketAddr::from(([127, 0, 0, 1], layout.gcs_port));
             let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
             while TcpStream::connect_timeout(&gcs, Duration::from_millis(200)).is_err() {
-                if tokio::time::Instant::now() > deadline || controller.clusters.is_stopping(&name)
-                {
+                if tokio::time::Instant::now() > deadline || host.clusters().is_stopping(&name) {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            controller
-                .clusters
-                .start_missing_workers(controller.clone(), &name, &spec);
+            host.clusters()
+                .start_missing_workers(host.clone(), &name, &spec);
         });
     }
 
     /// Starts the workers a spec wants that are not there yet (new cluster, or appended groups).
     pub fn start_missing_workers(
         &self,
-        controller: Arc<Controller>,
+        host: Arc<dyn NodeHost>,
         name: &str,
         spec: &RayClusterSpec,
     ) {
-        let existing: Vec<(String, String)> = controller
-            .with_store(|s| s.nodes(Some(name)))
-            .unwrap_or_default()
+        let existing: Vec<(String, String)> = host
+            .cluster_nodes(name)
             .into_iter()
             .map(|n| (n.group, n.name))
             .collect();
@@ -261,18 +276,13 @@ impl Clusters {
                     &group.group_name,
                     format!("{name}-worker-{}-{}", group.group_name, random_suffix()),
                 );
-                supervise(controller.clone(), node, None);
+                supervise(host.clone(), node, None);
             }
         }
     }
 
     /// Takes over the nodes of a cluster started by an earlier server process.
-    pub fn adopt(
-        &self,
-        controller: Arc<Controller>,
-        nodes: Vec<NodeRecord>,
-        layout: &ClusterLayout,
-    ) {
+    pub fn adopt(&self, host: Arc<dyn NodeHost>, nodes: Vec<NodeRecord>, layout: &ClusterLayout) {
         self.reserve_ports(layout.ports());
         for node in &nodes {
             if let Ok(ports) = serde_json::from_value::<NodePorts>(node.ports.clone()) {
@@ -294,7 +304,7 @@ impl Clusters {
                     cluster.head_ready = true;
                 }
             }
-            supervise(controller.clone(), node, alive.then_some(()));
+            supervise(host.clone(), node, alive.then_some(()));
         }
     }
 
@@ -434,9 +444,9 @@ impl Clusters {
 
 /// Keeps one node running until its cluster stops, like a pod's restart policy `Always`.
 /// `adopted` is set when the process already runs (started by an earlier server).
-fn supervise(controller: Arc<Controller>, mut node: NodeRecord, adopted: Option<()>) {
+fn supervise(host: Arc<dyn NodeHost>, mut node: NodeRecord, adopted: Option<()>) {
     tokio::spawn(async move {
-        let clusters = &controller.clusters;
+        let clusters = host.clusters();
         let mut first = adopted.is_none();
         let mut backoff = Duration::from_secs(1);
         if adopted.is_some() {
@@ -464,7 +474,7 @@ fn supervise(controller: Arc<Controller>, mut node: NodeRecord, adopted: Option<
                 None,
                 Some(format!("{} {} exited", node.node_type, node.name)),
             );
-            controller.wake_cluster_owner(&node.cluster);
+            host.clone().node_changed(&node.cluster);
         }
         loop {
             if clusters.is_stopping(&node.cluster) {
@@ -472,8 +482,7 @@ fn supervise(controller: Arc<Controller>, mut node: NodeRecord, adopted: Option<
             }
             if !first {
                 node.restarts += 1;
-                let _ = controller.record_event(
-                    "RayCluster",
+                host.node_event(
                     &node.cluster,
                     EventKind::Warning,
                     "NodeRestarted",
@@ -489,7 +498,7 @@ fn supervise(controller: Arc<Controller>, mut node: NodeRecord, adopted: Option<
                 }
             }
             first = false;
-            let mut child = match start_node(&controller, &mut node).await {
+            let mut child = match start_node(&host, &mut node).await {
                 Ok(child) => child,
                 Err(why) => {
                     clusters.set_node(
@@ -500,14 +509,8 @@ fn supervise(controller: Arc<Controller>, mut node: NodeRecord, adopted: Option<
                         None,
                         Some(why.clone()),
                     );
-                    let _ = controller.record_event(
-                        "RayCluster",
-                        &node.cluster,
-                        EventKind::Warning,
-                        "NodeFailed",
-                        &why,
-                    );
-                    controller.wake_cluster_owner(&node.cluster);
+                    host.node_event(&node.cluster, EventKind::Warning, "NodeFailed", &why);
+                    host.clone().node_changed(&node.cluster);
                     continue;
                 }
             };
@@ -519,7 +522,7 @@ fn supervise(controller: Arc<Controller>, mut node: NodeRecord, adopted: Option<
                 node.pid,
                 None,
             );
-            controller.wake_cluster_owner(&node.cluster);
+            host.clone().node_changed(&node.cluster);
             let status = child.wait().await;
             if clusters.is_stopping(&node.cluster) {
                 return;
@@ -541,25 +544,18 @@ fn supervise(controller: Arc<Controller>, mut node: NodeRecord, adopted: Option<
                 None,
                 Some(why),
             );
-            controller.wake_cluster_owner(&node.cluster);
+            host.clone().node_changed(&node.cluster);
         }
     });
 }
 
 /// Starts one node process and records it.
 async fn start_node(
-    controller: &Arc<Controller>,
+    host: &Arc<dyn NodeHost>,
     node: &mut NodeRecord,
 ) -> Result<tokio::process::Child, String> {
-    let ray = controller.clusters.ray().await?;
-    let Some(record) = controller
-        .with_store(|s| {
-            Ok(s.clusters(None)?
-                .into_iter()
-                .find(|c| c.name == node.cluster))
-        })
-        .map_err(|e| e.to_string())?
-    else {
+    let ray = host.clusters().ray().await?;
+    let Some(record) = host.cluster_record(&node.cluster)? else {
         return Err(format!("cluster {} is gone", node.cluster));
     };
     let layout: ClusterLayout = serde_json::from_value(record.layout).map_err(|e| e.to_string())?;
@@ -577,14 +573,14 @@ async fn start_node(
             .ok_or_else(|| format!("worker group {} is gone", node.group))?;
         (group.ray_start_params.clone(), group.template.clone())
     };
-    let log_dir = controller.settings.logs_dir().join(&node.cluster);
+    let log_dir = host.logs_dir().join(&node.cluster);
     std::fs::create_dir_all(&log_dir)
         .map_err(|e| format!("cannot create {}: {e}", log_dir.display()))?;
     let log = log_dir.join(format!("{}.log", node.name));
     let ports = match serde_json::from_value::<NodePorts>(node.ports.clone()) {
         Ok(ports) => ports,
-        Err(_) => controller
-            .clusters
+        Err(_) => host
+            .clusters()
             .allocate_node_ports()
             .map_err(|e| e.to_string())?,
     };
@@ -618,10 +614,8 @@ async fn start_node(
     node.ports = serde_json::to_value(&ports).unwrap_or_default();
     let child = process::spawn(&command.argv, &command.env, &log).map_err(|e| e.to_string())?;
     node.pid = child.id().map(|p| p as i32);
-    node.started_at = now().as_second();
+    node.started_at = k8s_openapi::jiff::Timestamp::now().as_second();
     node.log_path = log.display().to_string();
-    controller
-        .with_store(|s| s.put_node(node))
-        .map_err(|e| e.to_string())?;
+    host.save_node(node)?;
     Ok(child)
 }

@@ -17,9 +17,9 @@ use rayservice_ray::dashboard::DashboardClient;
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use crate::cluster::{ClusterLayout, Clusters};
+use crate::cluster::{ClusterLayout, Clusters, NodeHost};
 use crate::settings::Settings;
-use crate::store::{ClusterRecord, EventRecord, ServiceRecord, Store, StoreError};
+use crate::store::{ClusterRecord, EventRecord, NodeRecord, ServiceRecord, Store, StoreError};
 
 /// Shared state of the local control plane.
 pub struct Controller {
@@ -629,6 +629,41 @@ pub fn rfc3339(seconds: i64) -> String {
     Timestamp::from_second(seconds)
         .map(|t| t.to_string())
         .unwrap_or_default()
+}
+
+impl NodeHost for Controller {
+    fn clusters(&self) -> &Clusters {
+        &self.clusters
+    }
+
+    fn logs_dir(&self) -> std::path::PathBuf {
+        self.settings.logs_dir()
+    }
+
+    fn cluster_record(&self, cluster: &str) -> Result<Option<ClusterRecord>, String> {
+        self.with_store(|s| Ok(s.clusters(None)?.into_iter().find(|c| c.name == cluster)))
+            .map_err(|e| e.to_string())
+    }
+
+    fn cluster_nodes(&self, cluster: &str) -> Vec<NodeRecord> {
+        self.with_store(|s| s.nodes(Some(cluster)))
+            .unwrap_or_default()
+    }
+
+    fn save_node(&self, node: &NodeRecord) -> Result<(), String> {
+        self.with_store(|s| s.put_node(node))
+            .map_err(|e| e.to_string())
+    }
+
+    fn node_event(&self, cluster: &str, kind: EventKind, reason: &str, message: &str) {
+        if let Err(err) = self.record_event("RayCluster", cluster, kind, reason, message) {
+            tracing::warn!(cluster, reason, %err, "cannot record event");
+        }
+    }
+
+    fn node_changed(self: Arc<Self>, cluster: &str) {
+        self.wake_cluster_owner(cluster);
+    }
 }
 
 #[cfg(test)]

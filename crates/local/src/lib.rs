@@ -7,12 +7,14 @@ pub mod client;
 pub mod cluster;
 pub mod controller;
 pub mod diff;
+mod http;
 pub mod process;
 pub mod resolve;
 pub mod server;
 pub mod settings;
 pub mod store;
 pub mod views;
+pub mod wire;
 
 use rayservice_ray::install::RayRuntime;
 

@@ -1,0 +1,54 @@
+//! One home for the labels and annotations both platforms write on the objects they show or
+//! create (KubeRay's names where KubeRay has one).
+
+use std::collections::BTreeMap;
+
+use crate::types::NodeType;
+
+/// `ray.io/cluster`: the name of the RayCluster a pod or service belongs to.
+pub const LABEL_CLUSTER: &str = "ray.io/cluster";
+/// `ray.io/node-type`: `head` or `worker`.
+pub const LABEL_NODE_TYPE: &str = "ray.io/node-type";
+/// `ray.io/group`: the worker group (`headgroup` for the head).
+pub const LABEL_GROUP: &str = "ray.io/group";
+/// `ray.io/identifier`: `CLUSTER-head` or `CLUSTER-worker`.
+pub const LABEL_IDENTIFIER: &str = "ray.io/identifier";
+/// `ray.io/is-ray-node`: `yes` on every Ray pod.
+pub const LABEL_IS_RAY_NODE: &str = "ray.io/is-ray-node";
+/// `ray.io/originated-from-cr-name`: the RayService a RayCluster (and its pods) was made for.
+pub const LABEL_ORIGIN_NAME: &str = "ray.io/originated-from-cr-name";
+/// `ray.io/originated-from-crd`: `RayService` on a RayService's clusters and their pods.
+pub const LABEL_ORIGIN_CRD: &str = "ray.io/originated-from-crd";
+/// `ray.io/serve`: `true` on a pod whose Serve proxy answers `/-/healthz`.
+pub const LABEL_SERVE: &str = "ray.io/serve";
+/// The group label value of the head pod (as in KubeRay).
+pub const HEAD_GROUP: &str = "headgroup";
+/// Annotation on a RayCluster: the hash of its spec without what the autoscaler owns
+/// (KubeRay's name).
+pub const HASH_ANNOTATION: &str = "ray.io/hash-without-replicas-and-workers-to-delete";
+/// Finalizer that lets the operator remove what it created before a RayService goes.
+pub const RAYSERVICE_FINALIZER: &str = "ray.io/rayservice-finalizer";
+/// Annotation on a RayCluster: what the core remembers about it, as JSON.
+pub const ANNOTATION_MEMORY: &str = "rayservice.io/memory";
+
+/// The `ray.io` labels of a Ray node (pod or local process).
+pub fn node_labels(cluster: &str, node: NodeType, group: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_CLUSTER.to_string(), cluster.to_string()),
+        (LABEL_NODE_TYPE.to_string(), node.as_str().to_string()),
+        (LABEL_GROUP.to_string(), group.to_string()),
+        (
+            LABEL_IDENTIFIER.to_string(),
+            format!("{cluster}-{}", node.as_str()),
+        ),
+        (LABEL_IS_RAY_NODE.to_string(), "yes".to_string()),
+    ])
+}
+
+/// The labels that say which RayService a RayCluster (and its nodes) was made for.
+pub fn origin_labels(service: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_ORIGIN_NAME.to_string(), service.to_string()),
+        (LABEL_ORIGIN_CRD.to_string(), "RayService".to_string()),
+    ])
+}
