@@ -6,7 +6,6 @@
 //! - [`raycluster`]: the RayCluster controller against a real API server (`kube::runtime`).
 //! - [`rayservice`]: the RayService controller, the Kubernetes platform of the shared core.
 
-#![warn(missing_docs)]
 
 pub mod build;
 pub mod events;

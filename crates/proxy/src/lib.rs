@@ -21,7 +21,6 @@
 //! has no ready cluster yet) and 502 (the upstream failed).
 //! HTTP/1.1 upgrades (WebSocket) are tunnelled through.
 
-#![warn(missing_docs)]
 
 mod endpoint;
 mod error;
