@@ -389,7 +389,7 @@ impl<'a> Reconcile<'a> {
             .map_or(DEFAULT_DELETION_DELAY_SECONDS, i64::from)
     }
 
-    /// Why the active cluster must be replaced, if it must (spec section 4).
+    /// Why the active cluster must be replaced, if it must.
     fn unhealthy(&self, cluster: &ObservedCluster) -> Option<String> {
         let spec = self.desired.spec;
         let dashboard_limit = spec

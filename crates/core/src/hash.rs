@@ -1,4 +1,4 @@
-//! The cluster spec hash that decides between "same cluster" and "new cluster" (spec section 3).
+//! The cluster spec hash that decides between "same cluster" and "new cluster".
 
 use rayservice_api::RayClusterSpec;
 use serde_json::Value;

@@ -19,6 +19,17 @@ pub struct Desired<'a> {
     pub spec: &'a RayServiceSpec,
 }
 
+impl<'a> Desired<'a> {
+    /// The RayService `name` at `generation` with `spec`.
+    pub fn new(name: &'a str, generation: i64, spec: &'a RayServiceSpec) -> Desired<'a> {
+        Desired {
+            name,
+            generation,
+            spec,
+        }
+    }
+}
+
 /// Everything the platform observed about one RayService, at `now`.
 #[derive(Debug, Clone)]
 pub struct Observed {

@@ -1,5 +1,5 @@
 //! The status a RayService reports: active and pending clusters, application and deployment
-//! statuses with their times, conditions (spec section 1).
+//! statuses with their times, conditions.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;

@@ -6,7 +6,6 @@
 //! - [`raycluster`]: the RayCluster controller against a real API server (`kube::runtime`).
 //! - [`rayservice`]: the RayService controller, the Kubernetes platform of the shared core.
 
-
 pub mod build;
 pub mod events;
 pub mod operate;

@@ -28,8 +28,7 @@ use kube::{Client, Resource, ResourceExt};
 use rayservice_api::{RayCluster, RayClusterSpec, RayService, RayServiceStatus};
 use rayservice_core::contract::{self, DashboardAnswer, ProxyFacts};
 use rayservice_core::{
-    Action, ClusterMemory, Decision, Desired, EventKind, NodesObservation, Observed,
-    ObservedCluster,
+    Action, ClusterMemory, Desired, EventKind, NodesObservation, Observed, ObservedCluster,
 };
 use rayservice_ray::dashboard::DashboardClient;
 
@@ -373,18 +372,12 @@ impl Pass<'_> {
             self.remember(&cluster.name, &cluster.memory).await?;
         }
         let spec = self.service.spec.clone();
-        let desired = Desired {
-            name: &self.name,
-            generation: self.service.metadata.generation.unwrap_or(1),
-            spec: &spec,
-        };
-        let Decision {
-            actions,
-            mut status,
-            requeue_after,
-        } = rayservice_core::reconcile(&desired, &observed);
-
-        for action in actions {
+        let generation = self.service.metadata.generation.unwrap_or(1);
+        let decision =
+            rayservice_core::reconcile(&Desired::new(&self.name, generation, &spec), &observed);
+        let mut status = decision.status;
+        let requeue_after = decision.requeue_after;
+        for action in decision.actions {
             self.carry_out(action).await?;
         }
         self.fill_cluster_details(&mut status);

@@ -9,8 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use rayservice_api::{RayService, RayServiceSpec, RayServiceStatus, ServeConfig};
 use rayservice_core::contract::{self, DashboardAnswer, ProxyFacts};
 use rayservice_core::{
-    Action, ClusterMemory, Decision, Desired, EventKind, NodesObservation, Observed,
-    ObservedCluster,
+    Action, ClusterMemory, Desired, EventKind, NodesObservation, Observed, ObservedCluster,
 };
 use rayservice_proxy::{FrontEndpoint, RouteTable, ServiceRoute};
 use rayservice_ray::dashboard::DashboardClient;
@@ -162,16 +161,9 @@ impl Controller {
         let observed = self
             .observe_service(name, status, rayservice_core::random_suffix())
             .await?;
-        let desired = Desired {
-            name,
-            generation,
-            spec: &spec,
-        };
-        let Decision {
-            actions,
-            mut status,
-            requeue_after,
-        } = rayservice_core::reconcile(&desired, &observed);
+        let decision =
+            rayservice_core::reconcile(&Desired::new(name, generation, &spec), &observed);
+        let mut status = decision.status;
         for cluster in &observed.clusters {
             let stored = self.cluster_record(&cluster.name)?;
             if stored.is_some_and(|record| record.memory != cluster.memory) {
@@ -179,7 +171,7 @@ impl Controller {
             }
         }
 
-        for action in actions {
+        for action in decision.actions {
             self.carry_out(name, action).await?;
         }
         self.fill_cluster_details(&mut status);
@@ -189,7 +181,7 @@ impl Controller {
             self.with_store(|s| s.put_service_status(name, &status_json))?;
         }
         self.refresh_routes();
-        Ok(Some(requeue_after))
+        Ok(Some(decision.requeue_after))
     }
 
     /// Everything observed about one RayService's clusters, now. Nothing is written: the

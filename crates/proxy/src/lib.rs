@@ -21,7 +21,6 @@
 //! has no ready cluster yet) and 502 (the upstream failed).
 //! HTTP/1.1 upgrades (WebSocket) are tunnelled through.
 
-
 mod endpoint;
 mod error;
 mod forward;

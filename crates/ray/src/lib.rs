@@ -10,7 +10,6 @@
 //!
 //! Facts about Ray 2.60 that this crate relies on are collected in `notes/ray-facts.md`.
 
-
 pub mod dashboard;
 pub mod install;
 pub mod node;
