@@ -291,12 +291,9 @@ impl Clusters {
         }
         for node in nodes {
             let marker = layout.temp_dir.display().to_string();
-            let alive = node.pid.is_some_and(|pid| {
-                process::alive(pid)
-                    && (node.node_type != "head"
-                        || process::runs_with(pid, &marker)
-                        || process::runs_with(pid, &format!("{}", layout.gcs_port)))
-            });
+            let alive = node
+                .pid
+                .is_some_and(|pid| process::is_ours(pid, node.identity.as_deref(), &marker));
             {
                 let mut state = self.lock();
                 let cluster = state.entry(node.cluster.clone()).or_default();
@@ -388,6 +385,15 @@ impl Clusters {
             pids.sort_by_key(|(kind, _)| kind == "head");
             pids
         };
+        // Only a process provably started for this cluster is signalled (its command line
+        // names the cluster's own temp dir); a pid that now names another process is left alone.
+        let marker = temp_dir.map(|dir| dir.display().to_string());
+        let ours = |pid: i32| {
+            marker
+                .as_deref()
+                .is_some_and(|marker| process::is_ours(pid, None, marker))
+        };
+        let pids: Vec<(String, i32)> = pids.into_iter().filter(|(_, pid)| ours(*pid)).collect();
         let workers: Vec<i32> = pids
             .iter()
             .filter(|(k, _)| k == "worker")
@@ -614,6 +620,7 @@ async fn start_node(
     node.ports = serde_json::to_value(&ports).unwrap_or_default();
     let child = process::spawn(&command.argv, &command.env, &log).map_err(|e| e.to_string())?;
     node.pid = child.id().map(|p| p as i32);
+    node.identity = node.pid.and_then(process::identity);
     node.started_at = k8s_openapi::jiff::Timestamp::now().as_second();
     node.log_path = log.display().to_string();
     host.save_node(node)?;

@@ -80,6 +80,30 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// Who process `pid` is, as long as the machine runs: its boot id and its start time (clock
+/// ticks after boot, `/proc/PID/stat` field 22). A reused pid has another start time; after a
+/// reboot the boot id differs. `None` when the process does not exist.
+pub fn identity(pid: i32) -> Option<String> {
+    if pid <= 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start at field 3 (state).
+    let start_time = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?;
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(format!("{}:{start_time}", boot.trim()))
+}
+
+/// Whether `pid` is provably a process this program started: alive, with the `identity`
+/// recorded when it was started (when one was recorded), and with `marker` (a cluster's own
+/// temp dir, a random path) in its command line. Nothing else is ever adopted or signalled.
+pub fn is_ours(pid: i32, identity: Option<&str>, marker: &str) -> bool {
+    alive(pid)
+        && marker.len() >= 8
+        && identity.is_none_or(|recorded| self::identity(pid).as_deref() == Some(recorded))
+        && runs_with(pid, marker)
+}
+
 /// Whether the process `pid` was started with `marker` in its command line (guards against pid reuse).
 pub fn runs_with(pid: i32, marker: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
@@ -145,4 +169,58 @@ pub fn kill_by_marker(marker: &str) -> usize {
         }
     }
     killed
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::CommandExt as _;
+
+    use super::*;
+
+    /// A process of ours, in its own group, whose command line names `marker`.
+    fn sleeper(marker: &str) -> std::process::Child {
+        std::process::Command::new("sh")
+            .args(["-c", "sleep 30; : \"$0\"", marker])
+            .process_group(0)
+            .spawn()
+            .expect("sh")
+    }
+
+    #[test]
+    fn only_a_process_with_our_identity_and_marker_is_ours() {
+        let marker = "/tmp/rs-identity-test-marker";
+        let mut ours = sleeper(marker);
+        let mut stranger = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .expect("sleep");
+        let pid = ours.id() as i32;
+        let recorded = identity(pid).expect("identity of a live process");
+        assert!(is_ours(pid, Some(&recorded), marker));
+        assert!(
+            is_ours(pid, None, marker),
+            "rows from before identities: marker only"
+        );
+        // A pid reused by another process has another start time.
+        let other = format!("{}:1", recorded.split(':').next().unwrap_or_default());
+        assert!(!is_ours(pid, Some(&other), marker));
+        // An unrelated process (the `setsid sleep` of the finding) is never ours.
+        let stranger_pid = stranger.id() as i32;
+        assert!(!is_ours(stranger_pid, None, marker));
+        assert!(!is_ours(
+            stranger_pid,
+            identity(stranger_pid).as_deref(),
+            marker
+        ));
+        assert!(
+            !is_ours(pid, Some(&recorded), "/tmp"),
+            "too short a marker proves nothing"
+        );
+        for child in [&mut ours, &mut stranger] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        assert!(!is_ours(pid, Some(&recorded), marker));
+    }
 }

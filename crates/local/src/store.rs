@@ -20,6 +20,18 @@ pub enum StoreError {
         /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// The database was written by a newer rayservice.
+    #[error(
+        "state database {path} has schema version {found}, newer than this rayservice knows ({supported}); use the newer rayservice, or set RAYSERVICE_HOME to another directory"
+    )]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest this build knows.
+        supported: i64,
+    },
     /// A stored JSON document does not decode.
     #[error("state database: stored {what} does not decode: {source}")]
     Decode {
@@ -83,6 +95,10 @@ pub struct NodeRecord {
     pub log_path: String,
     /// The node's own ports (node manager, object manager, ...).
     pub ports: serde_json::Value,
+    /// Who the process is (`process::identity`: boot id and start time), recorded when it was
+    /// started; a pid is adopted or signalled only while it still names that process.
+    #[serde(default)]
+    pub identity: Option<String>,
 }
 
 impl NodeRecord {
@@ -98,6 +114,7 @@ impl NodeRecord {
             restarts: 0,
             log_path: String::new(),
             ports: serde_json::Value::Null,
+            identity: None,
         }
     }
 }
@@ -147,8 +164,7 @@ CREATE TABLE IF NOT EXISTS clusters (
     layout TEXT NOT NULL,
     submitted_config_hash TEXT,
     rejected_hash TEXT,
-    rejected_message TEXT,
-    memory TEXT
+    rejected_message TEXT
 );
 CREATE TABLE IF NOT EXISTS nodes (
     name TEXT PRIMARY KEY,
@@ -175,6 +191,71 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_object ON events (object_name, id);
 "#;
 
+/// Schema changes after [`SCHEMA`] (version 1, the tables as first released), in order: entry `i` upgrades version `i + 1`
+/// to `i + 2`. The version is kept in `PRAGMA user_version`.
+const MIGRATIONS: &[&str] = &[
+    // 2: the core's memory of a cluster in one typed column.
+    "ALTER TABLE clusters ADD COLUMN memory TEXT;",
+    // 3: who a node's process is, so that a reused pid is never adopted or signalled.
+    "ALTER TABLE nodes ADD COLUMN identity TEXT;",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
+
+/// Brings the database to [`SCHEMA_VERSION`], each step in a transaction; refuses a newer one.
+/// A database from before versions were kept (version 0) is recognised by its columns.
+fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let sqlite = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut version: i64 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(sqlite)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version == 0 {
+        connection.execute_batch(SCHEMA).map_err(sqlite)?;
+        let has_column = |table: &str, column: &str| -> Result<bool, StoreError> {
+            connection
+                .query_row(
+                    "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
+                    params![table, column],
+                    |row| row.get::<_, i64>(0),
+                )
+                .map(|count| count > 0)
+                .map_err(sqlite)
+        };
+        version = if has_column("nodes", "identity")? {
+            3
+        } else if has_column("clusters", "memory")? {
+            2
+        } else {
+            1
+        };
+        connection
+            .pragma_update(None, "user_version", version)
+            .map_err(sqlite)?;
+    }
+    while version < SCHEMA_VERSION {
+        let step = MIGRATIONS[(version - 1) as usize];
+        let transaction = connection.transaction().map_err(sqlite)?;
+        transaction.execute_batch(step).map_err(sqlite)?;
+        version += 1;
+        transaction
+            .pragma_update(None, "user_version", version)
+            .map_err(sqlite)?;
+        transaction.commit().map_err(sqlite)?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `path`, readable by the user only.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -182,7 +263,7 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
-        let connection = Connection::open(path).map_err(sqlite)?;
+        let mut connection = Connection::open(path).map_err(sqlite)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -193,22 +274,7 @@ impl Store {
                 "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
             )
             .map_err(sqlite)?;
-        connection.execute_batch(SCHEMA).map_err(sqlite)?;
-        // Databases written before the core's memory had a column of its own gain it; their
-        // rows are read from the older columns until next written.
-        let has_memory: bool = connection
-            .query_row(
-                "SELECT COUNT(*) FROM pragma_table_info('clusters') WHERE name = 'memory'",
-                [],
-                |row| row.get::<_, i64>(0),
-            )
-            .map(|count| count > 0)
-            .map_err(sqlite)?;
-        if !has_memory {
-            connection
-                .execute_batch("ALTER TABLE clusters ADD COLUMN memory TEXT;")
-                .map_err(sqlite)?;
-        }
+        migrate(&mut connection, path)?;
         Ok(Store {
             connection,
             path: path.to_path_buf(),
@@ -384,9 +450,9 @@ impl Store {
     pub fn put_node(&self, record: &NodeRecord) -> Result<(), StoreError> {
         self.connection
             .execute(
-                "INSERT INTO nodes (name, cluster, node_type, grp, pid, started_at, restarts, log_path, ports)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT(name) DO UPDATE SET pid = ?5, started_at = ?6, restarts = ?7, ports = ?9",
+                "INSERT INTO nodes (name, cluster, node_type, grp, pid, started_at, restarts, log_path, ports, identity)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT(name) DO UPDATE SET pid = ?5, started_at = ?6, restarts = ?7, ports = ?9, identity = ?10",
                 params![
                     record.name,
                     record.cluster,
@@ -396,7 +462,8 @@ impl Store {
                     record.started_at,
                     record.restarts,
                     record.log_path,
-                    record.ports.to_string()
+                    record.ports.to_string(),
+                    record.identity
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -408,7 +475,7 @@ impl Store {
         let mut statement = self
             .connection
             .prepare(
-                "SELECT name, cluster, node_type, grp, pid, started_at, restarts, log_path, ports FROM nodes
+                "SELECT name, cluster, node_type, grp, pid, started_at, restarts, log_path, ports, identity FROM nodes
                  WHERE ?1 IS NULL OR cluster = ?1 ORDER BY rowid",
             )
             .map_err(|e| self.err(e))?;
@@ -425,6 +492,7 @@ impl Store {
                         restarts: row.get(6)?,
                         log_path: row.get(7)?,
                         ports: serde_json::Value::Null,
+                        identity: row.get(9)?,
                     },
                     row.get::<_, String>(8)?,
                 ))
@@ -656,6 +724,7 @@ mod tests {
             restarts: 0,
             log_path: "/x".into(),
             ports: json!({}),
+            identity: Some("boot:123".into()),
         };
         store.put_node(&node).expect("node");
         assert_eq!(store.nodes(Some(&cluster.name)).expect("nodes"), vec![node]);
@@ -728,5 +797,42 @@ mod tests {
         assert_eq!(events.len(), 2);
         assert_eq!((events[0].count, events[0].last_seen), (2, 5));
         assert_eq!(events[1].reason, "Other");
+    }
+
+    #[test]
+    fn an_older_database_is_upgraded_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        {
+            // The tables as first released, with a row, and no schema version.
+            let connection = Connection::open(&path).expect("open");
+            connection.execute_batch(SCHEMA).expect("v1 tables");
+            connection
+                .execute(
+                    "INSERT INTO nodes (name, cluster, node_type, grp, pid, started_at, log_path, ports) VALUES ('n', 'c', 'head', 'headgroup', 7, 1, '/x', '{}')",
+                    [],
+                )
+                .expect("old row");
+        }
+        let store = Store::open(&path).expect("upgraded");
+        let nodes = store.nodes(None).expect("old rows still read");
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(nodes[0].identity, None);
+        let version: i64 = store
+            .connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+        drop(store);
+        // Opening again changes nothing.
+        drop(Store::open(&path).expect("reopen"));
+
+        Connection::open(&path)
+            .expect("open")
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .expect("pretend a newer build wrote it");
+        let err = Store::open(&path).err().expect("refused");
+        assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
+        assert!(err.to_string().contains("newer"), "{err}");
     }
 }
