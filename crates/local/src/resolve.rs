@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use rayservice_api::{RayServiceSpec, ServeConfig};
+use rayservice_ray::package::{self, PackageOptions};
 use thiserror::Error;
 
 /// Why a spec could not be prepared.
@@ -48,11 +49,23 @@ pub fn is_uri(working_dir: &str) -> bool {
     })
 }
 
+/// Whether packages are written or only named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packaging {
+    /// Write each package (once per content) and use its URI: `apply`.
+    Write,
+    /// Only hash the folders to name the URIs they would get; nothing is written: `diff`.
+    HashOnly,
+}
+
 /// The spec with local `working_dir`s packaged into `packages_dir` and replaced by their URIs.
+/// `runtime_env.excludes`, `.gitignore` and `.rayignore` decide what goes in, as in Ray.
+/// Blocking: reads whole folders; call it off the async runtime.
 pub fn resolve_spec(
     spec: &RayServiceSpec,
     base_dir: &Path,
     packages_dir: &Path,
+    packaging: Packaging,
 ) -> Result<RayServiceSpec, ResolveError> {
     let Some(text) = spec.serve_config_v2.as_deref() else {
         return Ok(spec.clone());
@@ -79,12 +92,29 @@ pub fn resolve_spec(
                 base: base_dir.display().to_string(),
             });
         }
-        let uri = rayservice_ray::package::package_dir(&path, packages_dir).map_err(|e| {
-            ResolveError::Package {
-                index,
-                path: path.display().to_string(),
-                message: e.to_string(),
-            }
+        let options = PackageOptions {
+            excludes: app
+                .runtime_env
+                .as_ref()
+                .and_then(|env| env.get("excludes"))
+                .and_then(serde_json::Value::as_array)
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter_map(|item| item.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            ..PackageOptions::default()
+        };
+        let packaged = match packaging {
+            Packaging::Write => package::package_dir(&path, packages_dir, &options),
+            Packaging::HashOnly => package::package_uri(&path, packages_dir, &options),
+        };
+        let uri = packaged.map_err(|e| ResolveError::Package {
+            index,
+            path: path.display().to_string(),
+            message: e.to_string(),
         })?;
         if let Some(env) = app.runtime_env.as_mut() {
             env.insert("working_dir".into(), serde_json::Value::String(uri));
@@ -134,7 +164,8 @@ mod tests {
             ),
             ..Default::default()
         };
-        let resolved = resolve_spec(&spec, base.path(), packages.path()).expect("resolve");
+        let resolved =
+            resolve_spec(&spec, base.path(), packages.path(), Packaging::Write).expect("resolve");
         let config = ServeConfig::parse(resolved.serve_config_v2.as_deref().expect("text"), "x")
             .expect("valid");
         let first = config.applications[0].working_dir().expect("dir");
@@ -145,10 +176,12 @@ mod tests {
         );
 
         // Same content, same URI; changed content, new URI.
-        let again = resolve_spec(&spec, base.path(), packages.path()).expect("resolve");
+        let again =
+            resolve_spec(&spec, base.path(), packages.path(), Packaging::Write).expect("resolve");
         assert_eq!(again, resolved);
         std::fs::write(base.path().join("app/m.py"), "x = 2\n").expect("write");
-        let edited = resolve_spec(&spec, base.path(), packages.path()).expect("resolve");
+        let edited =
+            resolve_spec(&spec, base.path(), packages.path(), Packaging::Write).expect("resolve");
         assert_ne!(edited, resolved);
     }
 
@@ -159,12 +192,42 @@ mod tests {
             serve_config_v2: Some("applications:\n- name: a\n  import_path: m.x\n  runtime_env: {working_dir: ./nope}\n".into()),
             ..Default::default()
         };
-        let err = resolve_spec(&spec, base.path(), base.path())
+        let err = resolve_spec(&spec, base.path(), base.path(), Packaging::Write)
             .expect_err("missing")
             .to_string();
         assert!(
             err.contains("applications[0].runtime_env.working_dir") && err.contains("nope"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn diff_only_hashes_and_excludes_count() {
+        let base = tempfile::tempdir().expect("tmp");
+        let out = tempfile::tempdir().expect("tmp");
+        let packages = out.path().join("packages");
+        std::fs::create_dir(base.path().join("app")).expect("mkdir");
+        std::fs::write(base.path().join("app/m.py"), "x = 1\n").expect("write");
+        std::fs::write(base.path().join("app/.env"), "SECRET=1\n").expect("write");
+        let spec = |excludes: &str| RayServiceSpec {
+            serve_config_v2: Some(format!(
+                "applications:\n- name: a\n  import_path: m.x\n  runtime_env: {{working_dir: ./app, excludes: [{excludes}]}}\n"
+            )),
+            ..Default::default()
+        };
+        let named = resolve_spec(&spec("'.env'"), base.path(), &packages, Packaging::HashOnly)
+            .expect("hash");
+        assert!(!packages.exists(), "diff wrote packages");
+        let written =
+            resolve_spec(&spec("'.env'"), base.path(), &packages, Packaging::Write).expect("write");
+        assert_eq!(named, written);
+        // The excluded file does not change the package.
+        std::fs::write(base.path().join("app/.env"), "SECRET=2\n").expect("write");
+        let again = resolve_spec(&spec("'.env'"), base.path(), &packages, Packaging::HashOnly)
+            .expect("hash");
+        assert_eq!(again, written);
+        let with_env =
+            resolve_spec(&spec(""), base.path(), &packages, Packaging::HashOnly).expect("hash");
+        assert_ne!(with_env, written);
     }
 }

@@ -19,4 +19,4 @@ pub mod start;
 pub use dashboard::{DashboardClient, DashboardError, ServeDetails};
 pub use install::{InstallOptions, InstallProgress, RAY_VERSION, RayRuntime, find_or_install};
 pub use node::{HeadPorts, NodeCommand, NodeKind, NodeLaunch, NodePorts};
-pub use package::{PackageLayout, package_dir};
+pub use package::{PackageLayout, PackageOptions, package_dir, package_uri};

@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use rayservice_ray::dashboard::{ApplicationStatus, DashboardClient, DashboardError};
 use rayservice_ray::install::{PYTHON_ENV, RAY_VERSION, verify_python};
 use rayservice_ray::node::{NodeKind, NodeLaunch, PortAllocator};
-use rayservice_ray::package::{PackageLayout, build_package, package_dir};
+use rayservice_ray::package::{PackageLayout, PackageOptions, build_package, package_dir};
 use serde_json::{Value, json};
 
 const MARKER: &str = "RAYSERVICE_RAY_IT";
@@ -232,7 +232,8 @@ async fn two_node_cluster_serves_the_examples() {
         .expect("GET before Serve runs");
     assert!(!before.serve_started() && before.applications.is_empty());
 
-    let uri = package_dir(&examples, &dir.join("packages")).expect("package examples");
+    let uri = package_dir(&examples, &dir.join("packages"), &PackageOptions::default())
+        .expect("package examples");
     assert!(uri.starts_with("file:///tmp/rt-it-"));
     let submitted = Instant::now();
     dashboard
@@ -320,7 +321,8 @@ async fn two_node_cluster_serves_the_examples() {
     }
 
     // A new price through user_config, and the math app moved to an uploaded (gcs://) package.
-    let flat = build_package(&examples, PackageLayout::Flat).expect("flat package");
+    let flat = build_package(&examples, PackageLayout::Flat, &PackageOptions::default())
+        .expect("flat package");
     let gcs_uri = flat.gcs_uri();
     if !dashboard
         .package_exists(&gcs_uri)

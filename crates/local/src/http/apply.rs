@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::{AppState, error};
 use crate::controller::{Controller, now, route_prefixes};
+use crate::resolve::{Packaging, resolve_spec};
 use crate::store::ServiceRecord;
 use crate::wire::{ApplyRequest, ApplyResult};
 
@@ -21,7 +22,7 @@ pub(super) async fn apply(
     State(state): State<AppState>,
     Json(request): Json<ApplyRequest>,
 ) -> Response {
-    match apply_objects(&state.controller, &request) {
+    match apply_objects(&state.controller, &request).await {
         Ok(results) => {
             for result in &results {
                 state.controller.wake(&result.name);
@@ -49,9 +50,26 @@ struct Prepared {
     resolved: rayservice_api::RayServiceSpec,
 }
 
-/// Reads, validates and resolves every object of a request; the first error names the file,
-/// the object and the field.
-fn prepare(controller: &Arc<Controller>, request: &ApplyRequest) -> Result<Vec<Prepared>, String> {
+/// Reads, validates and resolves every object of a request, off the async runtime (packaging
+/// reads whole folders); the first error names the file, the object and the field.
+async fn prepare(
+    controller: &Arc<Controller>,
+    request: &ApplyRequest,
+    packaging: Packaging,
+) -> Result<Vec<Prepared>, String> {
+    let packages_dir = controller.settings.packages_dir();
+    let request = request.clone();
+    let file = request.file.clone();
+    tokio::task::spawn_blocking(move || prepare_blocking(&request, &packages_dir, packaging))
+        .await
+        .map_err(|e| format!("{file}: preparing the objects failed: {e}"))?
+}
+
+fn prepare_blocking(
+    request: &ApplyRequest,
+    packages_dir: &std::path::Path,
+    packaging: Packaging,
+) -> Result<Vec<Prepared>, String> {
     let file = &request.file;
     let mut prepared = Vec::new();
     for object in &request.objects {
@@ -61,12 +79,8 @@ fn prepare(controller: &Arc<Controller>, request: &ApplyRequest) -> Result<Vec<P
         let at = |e: String| format!("{file}: RayService/{name}: {e}");
         rayservice_api::validate::rayservice(&service, rayservice_api::API_VERSION_V1)
             .map_err(|e| at(e.to_string()))?;
-        let resolved = crate::resolve::resolve_spec(
-            &service.spec,
-            &request.base_dir,
-            &controller.settings.packages_dir(),
-        )
-        .map_err(|e| at(e.to_string()))?;
+        let resolved = resolve_spec(&service.spec, &request.base_dir, packages_dir, packaging)
+            .map_err(|e| at(e.to_string()))?;
         prepared.push(Prepared {
             name,
             service,
@@ -84,7 +98,8 @@ async fn diff_objects(
 ) -> Result<Vec<crate::diff::DiffReport>, String> {
     let file = &request.file;
     let mut reports = Vec::new();
-    for Prepared { name, resolved, .. } in prepare(controller, request)? {
+    for Prepared { name, resolved, .. } in prepare(controller, request, Packaging::HashOnly).await?
+    {
         let at = |e: String| format!("{file}: RayService/{name}: {e}");
         let parse = |spec: &rayservice_api::RayServiceSpec| -> Result<ServeConfig, String> {
             ServeConfig::parse(
@@ -160,12 +175,12 @@ fn empty_decision() -> rayservice_core::Decision {
 }
 
 /// Validates, resolves and stores the objects of one apply; all or nothing.
-fn apply_objects(
+async fn apply_objects(
     controller: &Arc<Controller>,
     request: &ApplyRequest,
 ) -> Result<Vec<ApplyResult>, String> {
     let file = &request.file;
-    let prepared = prepare(controller, request)?;
+    let prepared = prepare(controller, request, Packaging::Write).await?;
     let existing = controller
         .with_store(|s| s.services())
         .map_err(|e| e.to_string())?;
