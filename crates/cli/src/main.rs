@@ -325,7 +325,48 @@ async fn connect(settings: &Settings) -> Result<Client> {
 }
 
 /// The RayServices of a file, with warnings for what local mode does not run.
-fn read_manifests(file: &str) -> Result<(Vec<RayService>, PathBuf)> {
+/// The ray.io objects of a manifest file (or `-`), and the folder relative paths start from.
+struct Objects {
+    services: Vec<RayService>,
+    clusters: Vec<RayCluster>,
+    base_dir: PathBuf,
+}
+
+impl Objects {
+    /// `(kind, name)` of every object, as `delete -f` removes them.
+    fn names(&self) -> Vec<(&'static str, String)> {
+        let services = self
+            .services
+            .iter()
+            .filter_map(|s| s.metadata.name.clone())
+            .map(|n| ("rayservice", n));
+        let clusters = self
+            .clusters
+            .iter()
+            .filter_map(|c| c.metadata.name.clone())
+            .map(|n| ("raycluster", n));
+        services.chain(clusters).collect()
+    }
+
+    fn request(&self, file: &str) -> Result<ApplyRequest> {
+        Ok(ApplyRequest {
+            objects: self
+                .services
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<Result<Vec<_>, _>>()?,
+            clusters: self
+                .clusters
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<Result<Vec<_>, _>>()?,
+            base_dir: self.base_dir.clone(),
+            file: file.to_string(),
+        })
+    }
+}
+
+fn read_manifests(file: &str) -> Result<Objects> {
     let (text, base_dir) = if file == "-" {
         let mut text = String::new();
         std::io::stdin()
@@ -344,13 +385,11 @@ fn read_manifests(file: &str) -> Result<(Vec<RayService>, PathBuf)> {
     };
     let manifests = rayservice_api::parse_manifests(&text, file).map_err(|e| anyhow!(e))?;
     let mut services = Vec::new();
+    let mut clusters = Vec::new();
     for manifest in manifests {
         match manifest {
             Manifest::RayService(service) => services.push(*service),
-            Manifest::RayCluster(cluster) => eprintln!(
-                "warning: {file}: RayCluster/{} skipped: local mode runs RayServices (their clusters are created for them)",
-                cluster.metadata.name.unwrap_or_default()
-            ),
+            Manifest::RayCluster(cluster) => clusters.push(*cluster),
             Manifest::Other { kind, name, .. } => {
                 eprintln!(
                     "warning: {file}: {kind}/{name} skipped: not a ray.io object, local mode does not run it"
@@ -358,35 +397,36 @@ fn read_manifests(file: &str) -> Result<(Vec<RayService>, PathBuf)> {
             }
         }
     }
-    if services.is_empty() {
+    if services.is_empty() && clusters.is_empty() {
         bail!(
-            "{file}: no RayService in the file; fix: add a document with `apiVersion: ray.io/v1` and `kind: RayService`"
+            "{file}: no RayService or RayCluster in the file; fix: add a document with `apiVersion: ray.io/v1` and `kind: RayService` (or `RayCluster`)"
         );
     }
-    Ok((services, base_dir))
+    Ok(Objects {
+        services,
+        clusters,
+        base_dir,
+    })
 }
 
 async fn apply(settings: &Settings, file: &str, wait: bool, timeout: Duration) -> Result<()> {
-    let (services, base_dir) = read_manifests(file)?;
+    let objects = read_manifests(file)?;
     install_ray(settings)?;
     let client = connect(settings).await?;
-    let objects = services
-        .iter()
-        .map(serde_json::to_value)
-        .collect::<Result<Vec<_>, _>>()?;
     let results = client
-        .apply(&ApplyRequest {
-            objects,
-            base_dir,
-            file: file.to_string(),
-        })
+        .apply(&objects.request(file)?)
         .await
         .map_err(|e| anyhow!(e))?;
     for result in &results {
-        println!("rayservice.ray.io/{} {}", result.name, result.outcome);
+        println!(
+            "{}.ray.io/{} {}",
+            result.kind.to_ascii_lowercase(),
+            result.name,
+            result.outcome
+        );
     }
     if wait {
-        for result in &results {
+        for result in results.iter().filter(|r| r.kind == "RayService") {
             wait_ready(&client, &result.name, timeout).await?;
         }
     }
@@ -394,23 +434,16 @@ async fn apply(settings: &Settings, file: &str, wait: bool, timeout: Duration) -
 }
 
 async fn diff(settings: &Settings, file: &str) -> Result<()> {
-    let (services, base_dir) = read_manifests(file)?;
+    let objects = read_manifests(file)?;
     let client = connect(settings).await?;
-    let objects = services
-        .iter()
-        .map(serde_json::to_value)
-        .collect::<Result<Vec<_>, _>>()?;
     let reports = client
-        .diff(&ApplyRequest {
-            objects,
-            base_dir,
-            file: file.to_string(),
-        })
+        .diff(&objects.request(file)?)
         .await
         .map_err(|e| anyhow!(e))?;
     for report in reports {
         println!(
-            "rayservice.ray.io/{}: {}",
+            "{}.ray.io/{}: {}",
+            report.kind.to_ascii_lowercase(),
             report.name,
             report.kinds.join(", ")
         );
@@ -715,37 +748,42 @@ async fn delete(
     name: Option<&str>,
     file: Option<&str>,
 ) -> Result<()> {
-    let names: Vec<String> = match (file, resource, name) {
-        (Some(file), None, None) => read_manifests(file)?
-            .0
-            .into_iter()
-            .filter_map(|s| s.metadata.name)
-            .collect(),
-        (None, Some(resource), Some(name)) if resource_kind(resource)? == "rayservice" => {
-            vec![name.to_string()]
-        }
+    let names: Vec<(&'static str, String)> = match (file, resource, name) {
+        (Some(file), None, None) => read_manifests(file)?.names(),
+        (None, Some(resource), Some(name)) => deletable(resource_kind(resource)?, name)?,
         (None, Some(resource), None) if resource.contains('/') => {
             let (kind, name) = resource.split_once('/').unwrap_or_default();
-            if resource_kind(kind)? != "rayservice" {
-                bail!("only RayServices can be deleted");
-            }
-            vec![name.to_string()]
+            deletable(resource_kind(kind)?, name)?
         }
-        _ => bail!("use `rayservice delete -f FILE` or `rayservice delete rayservice NAME`"),
+        _ => bail!(
+            "use `rayservice delete -f FILE`, `rayservice delete rayservice NAME` or `rayservice delete raycluster NAME`"
+        ),
     };
-    let Some(client) = Client::connect(settings).await else {
-        // Nothing runs: nothing to stop. Start the server only to be sure of what it knows.
-        let client = connect(settings).await?;
-        return delete_names(&client, &names).await;
+    let client = match Client::connect(settings).await {
+        Some(client) => client,
+        // Nothing runs: start the server only to be sure of what it knows.
+        None => connect(settings).await?,
     };
     delete_names(&client, &names).await
 }
 
-async fn delete_names(client: &Client, names: &[String]) -> Result<()> {
+fn deletable(kind: &'static str, name: &str) -> Result<Vec<(&'static str, String)>> {
+    if kind != "rayservice" && kind != "raycluster" {
+        bail!("only RayServices and RayClusters can be deleted");
+    }
+    Ok(vec![(kind, name.to_string())])
+}
+
+async fn delete_names(client: &Client, names: &[(&'static str, String)]) -> Result<()> {
     let mut missing = Vec::new();
-    for name in names {
-        match client.delete_rayservice(name).await {
-            Ok(()) => println!("rayservice.ray.io \"{name}\" deleted"),
+    for (kind, name) in names {
+        let deleted = if *kind == "raycluster" {
+            client.delete_raycluster(name).await
+        } else {
+            client.delete_rayservice(name).await
+        };
+        match deleted {
+            Ok(()) => println!("{kind}.ray.io \"{name}\" deleted"),
             Err(ClientError::NotFound(message)) => missing.push(message),
             Err(e) => return Err(anyhow!(e)),
         }

@@ -158,6 +158,17 @@ impl Client {
         .await
     }
 
+    /// Stops and forgets a RayCluster applied on its own.
+    pub async fn delete_raycluster(&self, name: &str) -> Result<(), ClientError> {
+        let _: Value = self
+            .call(
+                self.http
+                    .delete(format!("{}/v1/rayclusters/{name}", self.base)),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Deletes a RayService and waits until its processes stopped.
     pub async fn delete_rayservice(&self, name: &str) -> Result<(), ClientError> {
         let _: Value = self

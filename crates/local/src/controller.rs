@@ -98,8 +98,11 @@ impl Controller {
                 .find(|c| c.name == cluster)
                 .map(|c| c.service))
         });
-        if let Ok(Some(service)) = owner {
-            self.wake(&service);
+        match owner {
+            Ok(Some(service)) if service != crate::standalone::NO_OWNER => self.wake(&service),
+            // A RayCluster applied on its own has no reconcile loop: its routes may change.
+            Ok(Some(_)) => self.refresh_routes(),
+            _ => {}
         }
     }
 
@@ -355,7 +358,7 @@ impl Controller {
     }
 
     /// Stops a cluster's processes and removes its temp dir.
-    async fn stop_cluster(&self, name: &str) -> Result<(), StoreError> {
+    pub(crate) async fn stop_cluster(&self, name: &str) -> Result<(), StoreError> {
         let temp_dir = self
             .cluster_record(name)?
             .and_then(|r| serde_json::from_value::<ClusterLayout>(r.layout).ok())
@@ -364,7 +367,7 @@ impl Controller {
         Ok(())
     }
 
-    fn cluster_record(&self, name: &str) -> Result<Option<ClusterRecord>, StoreError> {
+    pub(crate) fn cluster_record(&self, name: &str) -> Result<Option<ClusterRecord>, StoreError> {
         self.with_store(|s| Ok(s.clusters(None)?.into_iter().find(|c| c.name == name)))
     }
 
@@ -472,6 +475,11 @@ impl Controller {
         let Ok(clusters) = self.with_store(|s| s.clusters(None)) else {
             return;
         };
+        let standalone: Vec<String> = clusters
+            .iter()
+            .filter(|c| c.service == crate::standalone::NO_OWNER)
+            .map(|c| c.name.clone())
+            .collect();
         let layouts: BTreeMap<String, ClusterLayout> = clusters
             .into_iter()
             .filter_map(|c| {
@@ -502,6 +510,18 @@ impl Controller {
                 dashboard_upstream,
                 Vec::<String>::new(),
             ));
+        }
+        // RayClusters applied on their own: their dashboard by `Host: NAME-head-svc` (and by
+        // default when nothing else is ready).
+        for (name, layout) in &layouts {
+            if standalone.contains(name) {
+                let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], layout.dashboard_port));
+                dashboard_routes.push(ServiceRoute::new(
+                    name.clone(),
+                    Some(upstream),
+                    Vec::<String>::new(),
+                ));
+            }
         }
         self.serve_front.set_routes(RouteTable::new(serve_routes));
         self.dashboard_front

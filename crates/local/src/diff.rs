@@ -11,12 +11,19 @@ use serde_json::Value;
 /// What applying one RayService would do.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DiffReport {
-    /// The RayService.
+    /// `RayService` or `RayCluster`.
+    #[serde(default = "rayservice_kind")]
+    pub kind: String,
+    /// The object's name.
     pub name: String,
     /// `create`, `none`, `in-place`, `upgrade`, `not-rolled-out`, or a combination.
     pub kinds: Vec<String>,
     /// One line per thing that changes, for a person.
     pub lines: Vec<String>,
+}
+
+fn rayservice_kind() -> String {
+    "RayService".to_string()
 }
 
 /// Compares the decision for the current spec with the decision for the new one, both on the
@@ -37,6 +44,7 @@ pub fn explain(
             .map(|a| a.name.as_str())
             .collect();
         return DiffReport {
+            kind: rayservice_kind(),
             name: name.to_string(),
             kinds: vec!["create".into()],
             lines: vec![format!(
@@ -106,6 +114,7 @@ pub fn explain(
     }
     kinds.dedup();
     DiffReport {
+        kind: rayservice_kind(),
         name: name.to_string(),
         kinds,
         lines,

@@ -12,6 +12,7 @@ pub mod process;
 pub mod resolve;
 pub mod server;
 pub mod settings;
+pub mod standalone;
 pub mod store;
 pub mod views;
 pub mod wire;

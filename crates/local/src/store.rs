@@ -198,6 +198,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE clusters ADD COLUMN memory TEXT;",
     // 3: who a node's process is, so that a reused pid is never adopted or signalled.
     "ALTER TABLE nodes ADD COLUMN identity TEXT;",
+    // 4: RayClusters applied on their own (KubeRay's ray-cluster samples), as the user gave them.
+    "CREATE TABLE IF NOT EXISTS rayclusters (name TEXT PRIMARY KEY, object TEXT NOT NULL);",
 ];
 
 /// The schema version this build writes.
@@ -232,7 +234,19 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StoreError> {
                 .map(|count| count > 0)
                 .map_err(sqlite)
         };
-        version = if has_column("nodes", "identity")? {
+        let has_table = |table: &str| -> Result<bool, StoreError> {
+            connection
+                .query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    params![table],
+                    |row| row.get::<_, i64>(0),
+                )
+                .map(|count| count > 0)
+                .map_err(sqlite)
+        };
+        version = if has_table("rayclusters")? {
+            4
+        } else if has_column("nodes", "identity")? {
             3
         } else if has_column("clusters", "memory")? {
             2
@@ -363,6 +377,53 @@ impl Store {
     pub fn remove_service(&self, name: &str) -> Result<(), StoreError> {
         self.connection
             .execute("DELETE FROM rayservices WHERE name = ?1", params![name])
+            .map_err(|e| self.err(e))?;
+        self.connection
+            .execute("DELETE FROM events WHERE object_name = ?1", params![name])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    // ---- standalone RayClusters ----
+
+    /// Inserts or replaces a RayCluster applied on its own (the object as applied, with
+    /// metadata filled).
+    pub fn put_raycluster(&self, name: &str, object: &serde_json::Value) -> Result<(), StoreError> {
+        self.connection
+            .execute(
+                "INSERT INTO rayclusters (name, object) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET object = ?2",
+                params![name, object.to_string()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Every RayCluster applied on its own, oldest first: `(name, object)`.
+    pub fn rayclusters(&self) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT name, object FROM rayclusters ORDER BY rowid")
+            .map_err(|e| self.err(e))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|(name, object)| {
+                let object = decode(&object, &format!("RayCluster {name}"))?;
+                Ok((name, object))
+            })
+            .collect()
+    }
+
+    /// Removes a RayCluster applied on its own, and its events.
+    pub fn remove_raycluster(&self, name: &str) -> Result<(), StoreError> {
+        self.connection
+            .execute("DELETE FROM rayclusters WHERE name = ?1", params![name])
             .map_err(|e| self.err(e))?;
         self.connection
             .execute("DELETE FROM events WHERE object_name = ?1", params![name])

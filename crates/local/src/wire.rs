@@ -22,6 +22,9 @@ pub struct ControlInfo {
 pub struct ApplyRequest {
     /// RayService objects, already parsed and validated by the client.
     pub objects: Vec<Value>,
+    /// RayCluster objects applied on their own.
+    #[serde(default)]
+    pub clusters: Vec<Value>,
     /// Folder of the YAML file: relative `working_dir`s start there.
     pub base_dir: PathBuf,
     /// The file name, for error messages.
@@ -31,10 +34,17 @@ pub struct ApplyRequest {
 /// What `apply` did to one object.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ApplyResult {
-    /// The RayService name.
+    /// `RayService` or `RayCluster`.
+    #[serde(default = "rayservice_kind")]
+    pub kind: String,
+    /// The object's name.
     pub name: String,
     /// `created`, `configured` or `unchanged`.
     pub outcome: String,
+}
+
+fn rayservice_kind() -> String {
+    "RayService".to_string()
 }
 
 /// An error answer of the control API.

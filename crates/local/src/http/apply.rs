@@ -22,10 +22,23 @@ pub(super) async fn apply(
     State(state): State<AppState>,
     Json(request): Json<ApplyRequest>,
 ) -> Response {
-    match apply_objects(&state.controller, &request).await {
-        Ok(results) => {
+    // The RayClusters are checked before anything is stored.
+    if let Err(message) = super::rayclusters::diff_rayclusters(&state.controller, &request) {
+        return error(StatusCode::BAD_REQUEST, &message);
+    }
+    let services = if request.objects.is_empty() {
+        Ok(Vec::new())
+    } else {
+        apply_objects(&state.controller, &request).await
+    };
+    match services {
+        Ok(mut results) => {
             for result in &results {
                 state.controller.wake(&result.name);
+            }
+            match super::rayclusters::apply_rayclusters(&state.controller, &request) {
+                Ok(clusters) => results.extend(clusters),
+                Err(message) => return error(StatusCode::BAD_REQUEST, &message),
             }
             Json(results).into_response()
         }
@@ -37,9 +50,13 @@ pub(super) async fn diff(
     State(state): State<AppState>,
     Json(request): Json<ApplyRequest>,
 ) -> Response {
-    match diff_objects(&state.controller, &request).await {
-        Ok(reports) => Json(reports).into_response(),
-        Err(message) => error(StatusCode::BAD_REQUEST, &message),
+    let clusters = super::rayclusters::diff_rayclusters(&state.controller, &request);
+    match (diff_objects(&state.controller, &request).await, clusters) {
+        (Ok(mut reports), Ok(clusters)) => {
+            reports.extend(clusters);
+            Json(reports).into_response()
+        }
+        (Err(message), _) | (_, Err(message)) => error(StatusCode::BAD_REQUEST, &message),
     }
 }
 
@@ -201,6 +218,7 @@ async fn apply_objects(
                 if record.object["spec"] == spec_json && record.resolved_spec == resolved_json =>
             {
                 results.push(ApplyResult {
+                    kind: "RayService".into(),
                     name,
                     outcome: "unchanged".into(),
                 });
@@ -259,6 +277,7 @@ async fn apply_objects(
             .with_store(|s| s.put_service(&record))
             .map_err(|e| e.to_string())?;
         results.push(ApplyResult {
+            kind: "RayService".into(),
             name,
             outcome: outcome.into(),
         });
@@ -275,7 +294,7 @@ fn merge_labels(object: &mut Value, metadata: &ObjectMeta) {
     }
 }
 
-fn uuid_like() -> String {
+pub(super) fn uuid_like() -> String {
     let mut b = [0u8; 16];
     rand::fill(&mut b);
     let h = hex::encode(b);

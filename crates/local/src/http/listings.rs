@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 use super::{AppState, error};
 use crate::cluster::ClusterLayout;
 use crate::controller::now;
-use crate::store::ServiceRecord;
+use crate::standalone::NO_OWNER;
+use crate::store::{ClusterRecord, ServiceRecord};
 use crate::views::{EventView, PodView, ServiceView};
 
 pub(super) async fn list_services(State(state): State<AppState>) -> Response {
@@ -98,12 +99,17 @@ pub(super) async fn list_clusters(State(state): State<AppState>) -> Response {
         .into_iter()
         .map(|r| (r.name.clone(), r.object["metadata"]["uid"].clone()))
         .collect();
+    let applied: BTreeMap<String, Value> = controller
+        .with_store(|s| s.rayclusters())
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let mut clusters = Vec::new();
     for record in records {
         let spec: RayClusterSpec = record.spec.clone();
         let layout: Option<ClusterLayout> = serde_json::from_value(record.layout.clone()).ok();
         let nodes = controller.clusters.observe_nodes(&record.name, &spec);
-        let head_ready = nodes.head_running && controller.clusters.head_was_ready(&record.name);
+        let head_ready = nodes.head_running && controller.head_ready(&record);
         let observed = rayservice_core::ObservedCluster {
             name: record.name.clone(),
             spec: spec.clone(),
@@ -125,31 +131,39 @@ pub(super) async fn list_clusters(State(state): State<AppState>) -> Response {
         status.head = Some(crate::controller::local_head_info(
             controller.clusters.head_pod_name(&record.name),
         ));
-        let metadata = ObjectMeta {
-            name: Some(record.name.clone()),
-            namespace: Some(rayservice_api::DEFAULT_NAMESPACE.into()),
-            creation_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                k8s_openapi::jiff::Timestamp::from_second(record.created_at)
-                    .unwrap_or_else(|_| now()),
-            )),
-            labels: Some(labels::origin_labels(&record.service)),
-            annotations: Some(BTreeMap::from([(
-                rayservice_core::HASH_ANNOTATION.to_string(),
-                record.memory.spec_hash.clone(),
-            )])),
-            owner_references: Some(vec![OwnerReference {
-                api_version: rayservice_api::API_VERSION_V1.into(),
-                kind: "RayService".into(),
-                name: record.service.clone(),
-                uid: services
-                    .get(&record.service)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
-            ..Default::default()
+        let metadata = if record.service == NO_OWNER {
+            // Applied on its own: the metadata the user gave (with uid and creation time).
+            applied
+                .get(&record.name)
+                .and_then(|object| serde_json::from_value(object["metadata"].clone()).ok())
+                .unwrap_or_default()
+        } else {
+            ObjectMeta {
+                name: Some(record.name.clone()),
+                namespace: Some(rayservice_api::DEFAULT_NAMESPACE.into()),
+                creation_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::from_second(record.created_at)
+                        .unwrap_or_else(|_| now()),
+                )),
+                labels: Some(labels::origin_labels(&record.service)),
+                annotations: Some(BTreeMap::from([(
+                    rayservice_core::HASH_ANNOTATION.to_string(),
+                    record.memory.spec_hash.clone(),
+                )])),
+                owner_references: Some(vec![OwnerReference {
+                    api_version: rayservice_api::API_VERSION_V1.into(),
+                    kind: "RayService".into(),
+                    name: record.service.clone(),
+                    uid: services
+                        .get(&record.service)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    controller: Some(true),
+                    block_owner_deletion: Some(true),
+                }]),
+                ..Default::default()
+            }
         };
         let cluster = RayCluster {
             metadata,
@@ -175,26 +189,29 @@ pub(super) async fn list_pods(State(state): State<AppState>) -> Response {
             "state database unavailable",
         );
     };
-    let owners: BTreeMap<String, String> = controller
+    let records: BTreeMap<String, ClusterRecord> = controller
         .with_store(|s| s.clusters(None))
         .unwrap_or_default()
         .into_iter()
-        .map(|c| (c.name, c.service))
+        .map(|c| (c.name.clone(), c))
         .collect();
     let pods: Vec<PodView> = nodes
         .into_iter()
         .map(|node| {
             let (running, pid) = controller.clusters.node_state(&node.cluster, &node.name);
+            let record = records.get(&node.cluster);
             let ready = running
-                && (node.node_type != "head" || controller.clusters.head_was_ready(&node.cluster));
-            let service = owners.get(&node.cluster).cloned().unwrap_or_default();
+                && (node.node_type != "head" || record.is_some_and(|r| controller.head_ready(r)));
+            let service = record.map(|r| r.service.clone()).unwrap_or_default();
             let node_type = if node.node_type == NodeType::Head.as_str() {
                 NodeType::Head
             } else {
                 NodeType::Worker
             };
             let mut labels = labels::node_labels(&node.cluster, node_type, &node.group);
-            labels.extend(labels::origin_labels(&service));
+            if service != NO_OWNER {
+                labels.extend(labels::origin_labels(&service));
+            }
             PodView {
                 phase: if running {
                     "Running"

@@ -15,6 +15,7 @@ use crate::wire::ApiError;
 
 mod apply;
 mod listings;
+mod rayclusters;
 
 use apply::{apply, diff};
 use listings::{
@@ -40,6 +41,10 @@ pub(crate) fn router(state: AppState) -> Router {
             get(get_service).delete(delete_service),
         )
         .route("/v1/rayclusters", get(list_clusters))
+        .route(
+            "/v1/rayclusters/{name}",
+            axum::routing::delete(rayclusters::delete_raycluster),
+        )
         .route("/v1/pods", get(list_pods))
         .route("/v1/services", get(list_endpoints))
         .route("/v1/events/{name}", get(list_events))
@@ -94,6 +99,13 @@ async fn shutdown(State(state): State<AppState>, Json(body): Json<Value>) -> Jso
     if body["stopClusters"].as_bool().unwrap_or(false) {
         for name in state.controller.service_names() {
             let _ = state.controller.delete_service(&name).await;
+        }
+        let standalone = state
+            .controller
+            .with_store(|s| s.rayclusters())
+            .unwrap_or_default();
+        for (name, _) in standalone {
+            let _ = state.controller.delete_raycluster(&name).await;
         }
     }
     let _ = state.shutdown.send(true);

@@ -1,0 +1,135 @@
+//! A RayCluster applied on its own, locally, with KubeRay's own first sample unchanged
+//! (`tests/kuberay-v1.7.0/ray-cluster.sample.yaml`): its head and worker run as processes, the
+//! listings show it, a Ray job submitted through the dashboard front endpoint (by
+//! `Host: NAME-head-svc`) runs on it and answers, and `delete -f` stops it.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+mod common;
+
+use common::{Env, alive, eventually, repo};
+
+fn request(
+    method: reqwest::Method,
+    port: u16,
+    path: &str,
+    body: Option<Value>,
+) -> Result<(u16, String), String> {
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut request = client
+        .request(method, format!("http://127.0.0.1:{port}{path}"))
+        .header("host", "raycluster-kuberay-head-svc");
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().map_err(|e| e.to_string())?))
+}
+
+#[test]
+fn kuberays_ray_cluster_sample_runs_locally_and_takes_a_job() {
+    let env = Env::new();
+    let sample = repo().join("tests/kuberay-v1.7.0/ray-cluster.sample.yaml");
+    let sample = sample.to_str().expect("utf-8");
+
+    let diff = env.ok(&["diff", "-f", sample]);
+    assert!(
+        diff.contains("raycluster.ray.io/raycluster-kuberay: create"),
+        "{diff}"
+    );
+    let applied = env.ok(&["apply", "-f", sample]);
+    assert!(
+        applied.contains("raycluster.ray.io/raycluster-kuberay created"),
+        "{applied}"
+    );
+
+    // Head and worker run, and the listing says ready, as `kubectl get raycluster` would.
+    eventually(
+        Duration::from_secs(240),
+        "the RayCluster to be ready",
+        || {
+            let clusters = env.json(&["get", "raycluster"]);
+            let cluster = clusters["items"]
+                .as_array()?
+                .iter()
+                .find(|c| c["metadata"]["name"] == "raycluster-kuberay")?
+                .clone();
+            (cluster["status"]["state"] == "ready"
+                && cluster["status"]["availableWorkerReplicas"] == 1)
+                .then_some(())
+        },
+    );
+    let table = env.ok(&["get", "raycluster"]);
+    assert!(table.contains("raycluster-kuberay"), "{table}");
+    let pods = env.ok(&["get", "pods", "-l", "ray.io/cluster=raycluster-kuberay"]);
+    assert!(
+        pods.contains("raycluster-kuberay-head-")
+            && pods.contains("raycluster-kuberay-worker-workergroup-"),
+        "{pods}"
+    );
+    let described = env.ok(&["describe", "raycluster", "raycluster-kuberay"]);
+    assert!(described.contains("raycluster-kuberay"), "{described}");
+
+    // A job through the dashboard front endpoint, as `ray job submit --address
+    // http://raycluster-kuberay-head-svc:8265` would send it.
+    let entrypoint =
+        "python -c \"import ray; ray.init(); print('cpus', int(ray.cluster_resources()['CPU']))\"";
+    let (status, body) = request(
+        reqwest::Method::POST,
+        env.dashboard_port,
+        "/api/jobs/",
+        Some(json!({"entrypoint": entrypoint})),
+    )
+    .expect("submit");
+    assert_eq!(status, 200, "{body}");
+    let id = serde_json::from_str::<Value>(&body).expect("json")["submission_id"]
+        .as_str()
+        .expect("submission id")
+        .to_string();
+    eventually(Duration::from_secs(180), "the job to succeed", || {
+        let (_, body) = request(
+            reqwest::Method::GET,
+            env.dashboard_port,
+            &format!("/api/jobs/{id}"),
+            None,
+        )
+        .ok()?;
+        let job: Value = serde_json::from_str(&body).ok()?;
+        assert_ne!(job["status"], "FAILED", "{body}");
+        (job["status"] == "SUCCEEDED").then_some(())
+    });
+    let (_, logs) = request(
+        reqwest::Method::GET,
+        env.dashboard_port,
+        &format!("/api/jobs/{id}/logs"),
+        None,
+    )
+    .expect("logs");
+    // Head and worker announce one CPU each (their cpu limits).
+    assert!(logs.contains("cpus 2"), "{logs}");
+
+    // delete -f stops every process of it.
+    let pids = env.node_pids();
+    assert!(!pids.is_empty());
+    let deleted = env.ok(&["delete", "-f", sample]);
+    assert!(
+        deleted.contains("raycluster.ray.io \"raycluster-kuberay\" deleted"),
+        "{deleted}"
+    );
+    eventually(Duration::from_secs(60), "its processes to stop", || {
+        pids.iter().all(|pid| !alive(*pid)).then_some(())
+    });
+    let clusters = env.json(&["get", "raycluster"]);
+    assert_eq!(
+        clusters["items"].as_array().map(Vec::len),
+        Some(0),
+        "{clusters}"
+    );
+}
