@@ -427,30 +427,23 @@ impl LeaderElector {
     /// Keeps renewing the lease; returns why it was lost: another identity holds it, or no
     /// renewal succeeded for the renew deadline (the lease duration minus `renew_every`). Call
     /// after [`acquire`](Self::acquire) and stop leading when it returns.
+    ///
+    /// Each renewal may only take the time left before the renew deadline: one stuck on a
+    /// half-open connection counts as failed when the deadline passes, so this replica stops
+    /// leading before another one may take the lease over.
     pub async fn hold(&self) -> OperateError {
-        let mut wait = self.renew_every;
-        loop {
-            tokio::time::sleep(wait).await;
-            match self.renew().await {
-                Ok(()) => wait = self.renew_every,
-                Err(taken @ OperateError::LeaseTaken { .. }) => return taken,
-                Err(error) => {
-                    let since = self
-                        .last_renewed()
-                        .map(|at| at.elapsed())
-                        .unwrap_or(Duration::MAX);
-                    if since >= self.renew_deadline() {
-                        return OperateError::RenewFailed {
-                            lease: self.lease(),
-                            seconds: since.as_secs_f64(),
-                            last_error: error.to_string(),
-                        };
-                    }
-                    tracing::warn!(lease = %self.lease(), %error, "renewing the lease failed; trying again");
-                    wait = self.retry_every();
-                }
-            }
-        }
+        let timing = HoldTiming {
+            renew_every: self.renew_every,
+            retry_every: self.retry_every(),
+            renew_deadline: self.renew_deadline(),
+        };
+        hold_lease(
+            &self.lease(),
+            timing,
+            || self.last_renewed(),
+            || self.renew(),
+        )
+        .await
     }
 
     /// Gives the lease up, if this identity holds it, so that a successor takes over at once.
@@ -471,6 +464,69 @@ impl LeaderElector {
             .await?;
         tracing::info!(lease = %self.lease(), identity = %self.identity, "released the lease");
         Ok(())
+    }
+}
+
+/// When a lease holder renews, retries, and gives up.
+#[derive(Debug, Clone, Copy)]
+struct HoldTiming {
+    /// Pause after a successful renewal.
+    renew_every: Duration,
+    /// Pause after a failed renewal.
+    retry_every: Duration,
+    /// The holder gives up when no renewal succeeded for this long.
+    renew_deadline: Duration,
+}
+
+/// The loop of [`LeaderElector::hold`]: `renew` writes the lease once (and moves
+/// `last_renewed` on success). Every attempt is bounded by the time left before the renew
+/// deadline; once the deadline has passed without a successful renewal this returns
+/// [`OperateError::RenewFailed`], whatever the attempt in progress is still waiting for.
+async fn hold_lease<R, F>(
+    lease: &str,
+    timing: HoldTiming,
+    last_renewed: impl Fn() -> Option<Instant>,
+    mut renew: R,
+) -> OperateError
+where
+    R: FnMut() -> F,
+    F: Future<Output = Result<(), OperateError>>,
+{
+    let since_renewed = || {
+        last_renewed()
+            .map(|at| at.elapsed())
+            .unwrap_or(Duration::MAX)
+    };
+    let mut wait = timing.renew_every;
+    loop {
+        tokio::time::sleep(wait).await;
+        let left = timing.renew_deadline.saturating_sub(since_renewed());
+        let error = if left.is_zero() {
+            "the renew deadline passed before the next renewal".to_string()
+        } else {
+            match tokio::time::timeout(left, renew()).await {
+                Ok(Ok(())) => {
+                    wait = timing.renew_every;
+                    continue;
+                }
+                Ok(Err(taken @ OperateError::LeaseTaken { .. })) => return taken,
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!(
+                    "the renewal did not finish within the {:.1}s left before the renew deadline",
+                    left.as_secs_f64()
+                ),
+            }
+        };
+        let since = since_renewed();
+        if since >= timing.renew_deadline {
+            return OperateError::RenewFailed {
+                lease: lease.to_string(),
+                seconds: since.as_secs_f64(),
+                last_error: error,
+            };
+        }
+        tracing::warn!(lease, %error, "renewing the lease failed; trying again");
+        wait = timing.retry_every;
     }
 }
 
@@ -508,6 +564,116 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bound on any awaited condition in these tests; the timings under test are far shorter.
+    const TEST_DEADLINE: Duration = Duration::from_secs(30);
+
+    fn timing() -> HoldTiming {
+        HoldTiming {
+            renew_every: Duration::from_millis(20),
+            retry_every: Duration::from_millis(10),
+            renew_deadline: Duration::from_millis(300),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_renewal_that_never_finishes_loses_the_lease_at_the_deadline() {
+        let renewed = Instant::now();
+        let attempts = std::sync::atomic::AtomicUsize::new(0);
+        let hold = hold_lease(
+            "ns/lease",
+            timing(),
+            || Some(renewed),
+            || {
+                attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                std::future::pending::<Result<(), OperateError>>()
+            },
+        );
+        let lost = tokio::time::timeout(TEST_DEADLINE, hold)
+            .await
+            .expect("hold must give up at the renew deadline");
+        match lost {
+            OperateError::RenewFailed {
+                lease,
+                seconds,
+                last_error,
+            } => {
+                assert_eq!(lease, "ns/lease");
+                assert!(seconds >= 0.3, "{seconds}");
+                assert!(last_error.contains("did not finish"), "{last_error}");
+            }
+            other => panic!("unexpected {other}"),
+        }
+        // The stuck attempt was the only one: it was cut at the deadline, not retried.
+        assert_eq!(attempts.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn failing_renewals_are_retried_until_the_deadline() {
+        let renewed = Instant::now();
+        let attempts = std::sync::atomic::AtomicUsize::new(0);
+        let lost = tokio::time::timeout(
+            TEST_DEADLINE,
+            hold_lease(
+                "ns/lease",
+                timing(),
+                || Some(renewed),
+                || {
+                    attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    std::future::ready(Err(OperateError::RenewFailed {
+                        lease: "ns/lease".into(),
+                        seconds: 0.0,
+                        last_error: "refused".into(),
+                    }))
+                },
+            ),
+        )
+        .await
+        .expect("hold must give up");
+        assert!(
+            matches!(&lost, OperateError::RenewFailed { seconds, .. } if *seconds >= 0.3),
+            "{lost}"
+        );
+        assert!(attempts.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    }
+
+    #[tokio::test]
+    async fn a_renewal_in_time_keeps_the_lease_and_taken_is_returned_at_once() {
+        let renewed = Mutex::new(Instant::now());
+        let attempts = std::sync::atomic::AtomicUsize::new(0);
+        let generous = HoldTiming {
+            renew_deadline: Duration::from_secs(10),
+            ..timing()
+        };
+        let lost = tokio::time::timeout(
+            TEST_DEADLINE,
+            hold_lease(
+                "ns/lease",
+                generous,
+                || renewed.lock().ok().map(|at| *at),
+                || {
+                    let n = attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let result = if n < 40 {
+                        if let Ok(mut at) = renewed.lock() {
+                            *at = Instant::now();
+                        }
+                        Ok(())
+                    } else {
+                        Err(OperateError::LeaseTaken {
+                            lease: "ns/lease".into(),
+                            holder: "other".into(),
+                        })
+                    };
+                    std::future::ready(result)
+                },
+            ),
+        )
+        .await
+        .expect("hold must return when the lease is taken");
+        // Every renewal succeeded: the holder kept going until the lease was taken.
+        assert!(matches!(lost, OperateError::LeaseTaken { .. }), "{lost}");
+        assert_eq!(attempts.load(std::sync::atomic::Ordering::Relaxed), 41);
+    }
 
     #[test]
     fn metrics_are_named_as_documented() {

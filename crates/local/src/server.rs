@@ -46,6 +46,34 @@ pub enum ServerError {
     Setup(String),
 }
 
+/// Limits of both front endpoints: the upstream timeout from the settings, and
+/// a connection cap that fits the process's limit on open files, raised to its
+/// hard limit first.
+fn front_endpoint_config(settings: &Settings) -> rayservice_proxy::EndpointConfig {
+    let mut config = rayservice_proxy::EndpointConfig::default();
+    config.upstream_timeout = settings.upstream_timeout;
+    let fd_limit = match rayservice_proxy::raise_fd_limit() {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!(%error, "front endpoints: keeping the current limit on open files");
+            match &error {
+                rayservice_proxy::ProxyError::FdLimit {
+                    soft: Some(soft), ..
+                } => *soft,
+                _ => 1024,
+            }
+        }
+    };
+    let config = config.fit_fd_limit(fd_limit, 2);
+    tracing::info!(
+        fd_limit,
+        max_connections = config.max_connections,
+        upstream_timeout = ?config.upstream_timeout,
+        "front endpoint limits"
+    );
+    config
+}
+
 /// Runs the server until SIGINT/SIGTERM or a shutdown request.
 pub async fn run(settings: Settings) -> Result<(), ServerError> {
     settings.ensure_home().map_err(|e| {
@@ -53,11 +81,13 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
     })?;
     let _lock = lock(&settings)?;
     let store = Store::open(&settings.database()).map_err(|e| ServerError::Setup(e.to_string()))?;
+    let endpoint_config = front_endpoint_config(&settings);
     let bind = |addr: SocketAddr, kind, what: &str, env: &str| {
         let what = what.to_string();
         let env = env.to_string();
+        let config = endpoint_config.clone();
         async move {
-            rayservice_proxy::FrontEndpoint::bind(addr, kind)
+            rayservice_proxy::FrontEndpoint::bind_with(addr, kind, config)
                 .await
                 .map_err(|e| ServerError::Port {
                     addr,

@@ -2,11 +2,15 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Default Serve front port (the `S-serve-svc` of the guide).
 pub const DEFAULT_SERVE_PORT: u16 = 8000;
 /// Default dashboard front port (the `S-head-svc` of the guide).
 pub const DEFAULT_DASHBOARD_PORT: u16 = 8265;
+/// Default bound on waiting for a Ray cluster's response head behind a front
+/// endpoint (`RAYSERVICE_UPSTREAM_TIMEOUT`, seconds).
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = rayservice_proxy::DEFAULT_UPSTREAM_TIMEOUT;
 
 /// Settings of one local control plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,11 +25,27 @@ pub struct Settings {
     pub control_port: u16,
     /// A Python with Ray to use instead of the managed one (`RAYSERVICE_PYTHON`).
     pub python: Option<PathBuf>,
+    /// How long the front endpoints wait for a Ray cluster's response head
+    /// before answering 504 (`RAYSERVICE_UPSTREAM_TIMEOUT`, whole seconds;
+    /// default 300).
+    pub upstream_timeout: Duration,
+}
+
+/// The largest `RAYSERVICE_UPSTREAM_TIMEOUT`: one week.
+const MAX_UPSTREAM_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+
+/// Whole seconds, 1 to [`MAX_UPSTREAM_TIMEOUT_SECS`].
+fn parse_timeout(text: &str) -> Option<Duration> {
+    let secs: u64 = text.trim().parse().ok()?;
+    (1..=MAX_UPSTREAM_TIMEOUT_SECS)
+        .contains(&secs)
+        .then(|| Duration::from_secs(secs))
 }
 
 impl Settings {
     /// Settings from the environment: `RAYSERVICE_HOME`, `RAYSERVICE_SERVE_PORT`,
-    /// `RAYSERVICE_DASHBOARD_PORT`, `RAYSERVICE_CONTROL_PORT`, `RAYSERVICE_BIND`, `RAYSERVICE_PYTHON`.
+    /// `RAYSERVICE_DASHBOARD_PORT`, `RAYSERVICE_CONTROL_PORT`, `RAYSERVICE_BIND`, `RAYSERVICE_PYTHON`,
+    /// `RAYSERVICE_UPSTREAM_TIMEOUT`.
     pub fn from_env() -> Result<Settings, String> {
         let home = match std::env::var_os("RAYSERVICE_HOME") {
             Some(home) if !home.is_empty() => PathBuf::from(home),
@@ -56,6 +76,14 @@ impl Settings {
                 .map_err(|_| format!("RAYSERVICE_BIND={text} is not an IP address"))?,
             _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
         };
+        let upstream_timeout = match std::env::var("RAYSERVICE_UPSTREAM_TIMEOUT") {
+            Ok(text) if !text.is_empty() => parse_timeout(&text).ok_or_else(|| {
+                format!(
+                    "RAYSERVICE_UPSTREAM_TIMEOUT={text} is not a number of seconds between 1 and {MAX_UPSTREAM_TIMEOUT_SECS}"
+                )
+            })?,
+            _ => DEFAULT_UPSTREAM_TIMEOUT,
+        };
         Ok(Settings {
             serve_addr: SocketAddr::new(bind, port("RAYSERVICE_SERVE_PORT", DEFAULT_SERVE_PORT)?),
             dashboard_addr: SocketAddr::new(
@@ -66,6 +94,7 @@ impl Settings {
             python: std::env::var_os("RAYSERVICE_PYTHON")
                 .filter(|p| !p.is_empty())
                 .map(PathBuf::from),
+            upstream_timeout,
             home,
         })
     }
@@ -111,5 +140,19 @@ impl Settings {
             std::fs::set_permissions(&self.home, std::fs::Permissions::from_mode(0o700))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_timeout_is_whole_seconds_within_bounds() {
+        assert_eq!(parse_timeout("300"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_timeout(" 5 "), Some(Duration::from_secs(5)));
+        for bad in ["0", "-1", "1.5", "5s", "", "99999999999999999999", "604801"] {
+            assert_eq!(parse_timeout(bad), None, "{bad}");
+        }
     }
 }

@@ -3,24 +3,30 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::header::HeaderValue;
+use bytes::Bytes;
+use hyper::StatusCode;
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
 
+use crate::config::{EndpointConfig, REJECT_CONCURRENCY};
 use crate::error::ProxyError;
-use crate::forward::{ConnCtx, Shared, wait_true};
+use crate::forward::{ConnCtx, ProxyBody, Shared, text_response, wait_true};
 use crate::routes::{CompiledRoutes, EndpointKind, RouteTable};
 use crate::stats::{Counters, EndpointStats};
 
@@ -35,6 +41,13 @@ const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(4);
 /// Upper bound on establishing a TCP connection to an upstream.
 const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// After an idle connection was asked to close, how long a request head that
+/// is still arriving may take before the connection is dropped.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Upper bound on answering one connection over the cap with 503.
+const REJECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A local stand-in for the Kubernetes Service `NAME-serve-svc` or
 /// `NAME-head-svc`: an HTTP reverse proxy listening on one address whose
 /// upstreams can be swapped atomically with [`FrontEndpoint::set_routes`].
@@ -45,6 +58,7 @@ const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// all connections immediately.
 pub struct FrontEndpoint {
     kind: EndpointKind,
+    config: EndpointConfig,
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     /// Service name -> counters, also serializes `set_routes` calls.
@@ -64,11 +78,21 @@ impl std::fmt::Debug for FrontEndpoint {
 
 impl FrontEndpoint {
     /// Binds `addr` and starts serving with an empty route table (every
-    /// request gets 404 until [`FrontEndpoint::set_routes`] is called).
+    /// request gets 404 until [`FrontEndpoint::set_routes`] is called), with
+    /// the limits of [`EndpointConfig::default`].
     ///
     /// Must be called within a Tokio runtime. Returns
     /// [`ProxyError::AddrInUse`] when another socket listens on `addr`.
     pub async fn bind(addr: SocketAddr, kind: EndpointKind) -> Result<Self, ProxyError> {
+        Self::bind_with(addr, kind, EndpointConfig::default()).await
+    }
+
+    /// [`FrontEndpoint::bind`] with the given limits.
+    pub async fn bind_with(
+        addr: SocketAddr,
+        kind: EndpointKind,
+        config: EndpointConfig,
+    ) -> Result<Self, ProxyError> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| ProxyError::from_bind(addr, e))?;
@@ -92,18 +116,21 @@ impl FrontEndpoint {
             routes: ArcSwap::from_pointee(routes),
             unmatched: AtomicU64::new(0),
             client,
+            upstream_timeout: config.upstream_timeout,
             tunnels_stop,
         });
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let accept_task = tokio::spawn(accept_loop(
             listener,
             shared.clone(),
+            config.clone(),
             shutdown_rx,
             tunnels_stop_tx,
         ));
-        info!(%local_addr, ?kind, "front endpoint listening");
+        info!(%local_addr, ?kind, max_connections = config.max_connections, "front endpoint listening");
         Ok(Self {
             kind,
+            config,
             local_addr,
             shared,
             counters: Mutex::new(counters),
@@ -120,6 +147,11 @@ impl FrontEndpoint {
     /// Which Kubernetes Service this endpoint stands in for.
     pub fn kind(&self) -> EndpointKind {
         self.kind
+    }
+
+    /// The limits this endpoint runs with.
+    pub fn config(&self) -> &EndpointConfig {
+        &self.config
     }
 
     /// Atomically replaces the route table. Requests routed after this call
@@ -184,13 +216,36 @@ impl Drop for FrontEndpoint {
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
+    config: EndpointConfig,
     mut shutdown_rx: oneshot::Receiver<Duration>,
     tunnels_stop_tx: watch::Sender<bool>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).keep_alive(true);
+    // The idle watch in `serve_connection` closes connections whose request
+    // head does not come; hyper's own header timeout stays as a backstop
+    // that never fires first.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(config.request_head_timeout.max(config.idle_timeout));
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
+    let mut reject_builder = auto::Builder::new(TokioExecutor::new());
+    reject_builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(false)
+        .header_read_timeout(REJECT_TIMEOUT);
+    let reject_builder = Arc::new(reject_builder);
+    let limits = IdleLimits {
+        first: config.request_head_timeout,
+        idle: config.idle_timeout,
+    };
+    let slots = Arc::new(Semaphore::new(
+        config.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
+    let reject_slots = Arc::new(Semaphore::new(REJECT_CONCURRENCY));
     let (graceful_tx, graceful_rx) = watch::channel(false);
     let mut conns: JoinSet<()> = JoinSet::new();
     let local = listener.local_addr().ok();
@@ -198,15 +253,34 @@ async fn accept_loop(
     let grace = loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    conns.spawn(serve_connection(
-                        stream,
-                        peer,
-                        shared.clone(),
-                        builder.clone(),
-                        graceful_rx.clone(),
-                    ));
-                }
+                Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        conns.spawn(serve_connection(
+                            stream,
+                            peer,
+                            shared.clone(),
+                            permit,
+                            builder.clone(),
+                            limits,
+                            graceful_rx.clone(),
+                        ));
+                    }
+                    Err(_) => match reject_slots.clone().try_acquire_owned() {
+                        Ok(reject_permit) => {
+                            debug!(%peer, cap = config.max_connections, "connection cap reached: answering 503");
+                            conns.spawn(reject_connection(
+                                stream,
+                                reject_builder.clone(),
+                                config.max_connections,
+                                reject_permit,
+                            ));
+                        }
+                        Err(_) => {
+                            debug!(%peer, cap = config.max_connections, "connection cap reached: closing");
+                            drop(stream);
+                        }
+                    },
+                },
                 Err(e) => {
                     // Typically EMFILE/ENFILE: back off briefly instead of spinning.
                     warn!(addr = ?local, error = %e, "accept failed");
@@ -233,11 +307,124 @@ async fn accept_loop(
     let _ = tunnels_stop_tx.send(true);
 }
 
+/// Answers a connection over the cap with 503 and closes it.
+async fn reject_connection(
+    stream: TcpStream,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    cap: usize,
+    _permit: OwnedSemaphorePermit,
+) {
+    let service = service_fn(move |_req| async move {
+        let mut resp = text_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "too many connections: this RayService endpoint serves at most {cap} connections at once; try again shortly\n"
+            ),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        Ok::<_, Infallible>(resp)
+    });
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(REJECT_TIMEOUT, conn).await;
+}
+
+/// How long a connection may go without a request in flight.
+#[derive(Debug, Clone, Copy)]
+struct IdleLimits {
+    /// Before its first request.
+    first: Duration,
+    /// After a request.
+    idle: Duration,
+}
+
+/// Requests of one connection: how many are in flight, how many came.
+#[derive(Debug, Clone, Copy, Default)]
+struct Activity {
+    in_flight: usize,
+    requests: u64,
+}
+
+/// Counts one request as in flight from its arrival until its response body
+/// is finished or dropped.
+struct InFlight(Arc<watch::Sender<Activity>>);
+
+impl InFlight {
+    fn start(activity: &Arc<watch::Sender<Activity>>) -> Self {
+        activity.send_modify(|a| {
+            a.in_flight += 1;
+            a.requests += 1;
+        });
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .send_modify(|a| a.in_flight = a.in_flight.saturating_sub(1));
+    }
+}
+
+/// A response body that keeps its request counted as in flight.
+struct TrackedBody {
+    inner: ProxyBody,
+    _in_flight: InFlight,
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = <ProxyBody as Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Resolves once the connection has had no request in flight for the limit
+/// that applies (`limits.first` until a request came, then `limits.idle`).
+/// Any request arriving or finishing starts the wait again.
+async fn idle_expired(rx: &mut watch::Receiver<Activity>, limits: IdleLimits) {
+    loop {
+        let requests = rx.wait_for(|a| a.in_flight == 0).await.map(|a| a.requests);
+        let Ok(requests) = requests else {
+            // The connection owns the sender: this does not happen.
+            return std::future::pending().await;
+        };
+        let limit = if requests == 0 {
+            limits.first
+        } else {
+            limits.idle
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(limit) => return,
+            changed = rx.changed() => if changed.is_err() {
+                return std::future::pending().await;
+            },
+        }
+    }
+}
+
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
+    permit: OwnedSemaphorePermit,
     builder: Arc<auto::Builder<TokioExecutor>>,
+    limits: IdleLimits,
     mut graceful: watch::Receiver<bool>,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
@@ -247,18 +434,53 @@ async fn serve_connection(
         Ok(v) => v,
         Err(_) => HeaderValue::from_static("unknown"),
     };
-    let ctx = ConnCtx { shared, peer_ip };
+    let ctx = ConnCtx {
+        shared,
+        peer_ip,
+        permit: Arc::new(permit),
+    };
+    let activity = Arc::new(watch::Sender::new(Activity::default()));
+    let mut activity_rx = activity.subscribe();
     let service = service_fn(move |req| {
         let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(ctx.handle(req).await) }
+        let in_flight = InFlight::start(&activity);
+        async move {
+            let resp = ctx.handle(req).await;
+            Ok::<_, Infallible>(resp.map(|inner| TrackedBody {
+                inner,
+                _in_flight: in_flight,
+            }))
+        }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    let res = tokio::select! {
-        res = conn.as_mut() => res,
-        _ = wait_true(&mut graceful) => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let mut draining = false;
+    let mut idle_closing = false;
+    let res = loop {
+        let limits = if idle_closing {
+            IdleLimits {
+                first: IDLE_CLOSE_GRACE,
+                idle: IDLE_CLOSE_GRACE,
+            }
+        } else {
+            limits
+        };
+        tokio::select! {
+            res = conn.as_mut() => break res,
+            _ = wait_true(&mut graceful), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = idle_expired(&mut activity_rx, limits) => {
+                if idle_closing {
+                    debug!(%peer, "dropping idle connection");
+                    break Ok(());
+                }
+                debug!(%peer, "closing idle connection");
+                idle_closing = true;
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
         }
     };
     if let Err(e) = res {

@@ -43,6 +43,25 @@ pub enum ProxyError {
         #[source]
         source: std::io::Error,
     },
+    /// The soft limit on open files could not be read or raised.
+    #[error(
+        "cannot raise the limit on open files (soft {}, hard {}): {source}",
+        fmt_limit(*soft),
+        fmt_limit(*hard)
+    )]
+    FdLimit {
+        /// The soft limit before the attempt, if it could be read.
+        soft: Option<u64>,
+        /// The hard limit, if it could be read.
+        hard: Option<u64>,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn fmt_limit(limit: Option<u64>) -> String {
+    limit.map_or_else(|| "unknown".to_owned(), |l| l.to_string())
 }
 
 impl ProxyError {

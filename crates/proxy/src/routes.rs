@@ -149,8 +149,10 @@ fn ends_with_ignore_case(s: &str, suffix: &str) -> bool {
         && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
 }
 
-/// Extracts `NAME` from a Host value like `NAME-serve-svc[.default[.svc[.cluster.local]]][:port]`.
-pub(crate) fn service_from_host(host: &str, kind: EndpointKind) -> Option<&str> {
+/// The host name of a Host value without its port, trailing dot and
+/// Kubernetes DNS tail: `NAME-serve-svc.default.svc:8000` -> `NAME-serve-svc`.
+/// `None` for IPv6 literals.
+fn service_label(host: &str) -> Option<&str> {
     if host.starts_with('[') {
         return None; // IPv6 literal
     }
@@ -163,12 +165,81 @@ pub(crate) fn service_from_host(host: &str, kind: EndpointKind) -> Option<&str> 
             break;
         }
     }
+    Some(name)
+}
+
+/// Extracts `NAME` from a Host value like `NAME-serve-svc[.default[.svc[.cluster.local]]][:port]`.
+pub(crate) fn service_from_host(host: &str, kind: EndpointKind) -> Option<&str> {
+    let name = service_label(host)?;
     let suffix = kind.service_suffix();
     if name.len() > suffix.len() && ends_with_ignore_case(name, suffix) {
         Some(&name[..name.len() - suffix.len()])
     } else {
         None
     }
+}
+
+/// Whether a front endpoint answers to this Host (or HTTP/2 `:authority`)
+/// value: the defence against DNS rebinding, where a web page makes the
+/// browser send requests to 127.0.0.1 under the page's own host name.
+///
+/// Allowed, with any port and case, a trailing dot ignored:
+/// - loopback names: `localhost` and `*.localhost` (RFC 6761);
+/// - IP literals: `127.0.0.1`, `[::1]`, any other IPv4 or bracketed IPv6 address;
+/// - Kubernetes Service names of one label ending in `-svc` (`NAME-serve-svc`,
+///   `NAME-head-svc`), alone or followed by `.default`, `.default.svc` or
+///   `.default.svc.cluster.local`; none of these resolve in public DNS.
+pub(crate) fn host_allowed(host: &str) -> bool {
+    if host.is_empty() || host.contains('@') {
+        return false;
+    }
+    if let Some(rest) = host.strip_prefix('[') {
+        let Some((ip, after)) = rest.split_once(']') else {
+            return false;
+        };
+        return ip.parse::<std::net::Ipv6Addr>().is_ok() && port_ok(after, true);
+    }
+    let (name, port) = match host.split_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    };
+    if let Some(port) = port
+        && !port_ok(port, false)
+    {
+        return false;
+    }
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return true;
+    }
+    if name.eq_ignore_ascii_case("localhost") || ends_with_ignore_case(name, ".localhost") {
+        return name.len() == "localhost".len() || name.len() > ".localhost".len();
+    }
+    let Some(label) = service_label(host) else {
+        return false;
+    };
+    label.len() > "-svc".len()
+        && ends_with_ignore_case(label, "-svc")
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// A port after the host: digits only. `bracketed`: `after` is what follows
+/// `]` of an IPv6 literal, so it is empty or starts with `:`.
+fn port_ok(after: &str, bracketed: bool) -> bool {
+    let port = if bracketed {
+        if after.is_empty() {
+            return true;
+        }
+        match after.strip_prefix(':') {
+            Some(port) => port,
+            None => return false,
+        }
+    } else {
+        after
+    };
+    port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
 }
 
 impl CompiledRoutes {
@@ -332,6 +403,56 @@ mod tests {
         assert_eq!(service_from_host("localhost:8000", k), None);
         assert_eq!(service_from_host("[::1]:8000", k), None);
         assert_eq!(service_from_host("127.0.0.1", k), None);
+    }
+
+    #[test]
+    fn allowed_hosts() {
+        for host in [
+            "localhost",
+            "LOCALHOST:8000",
+            "localhost.",
+            "app.localhost:8265",
+            "127.0.0.1",
+            "127.0.0.1:8000",
+            "10.1.2.3:80",
+            "[::1]",
+            "[::1]:8000",
+            "[fe80::1]:1",
+            "fruit-serve-svc",
+            "fruit-serve-svc:8000",
+            "Fruit-Head-Svc.default",
+            "fruit-serve-svc.default.svc.cluster.local:80",
+            "fruit-serve-svc.default.svc.cluster.local.",
+            "x-svc",
+            "localhost:",
+        ] {
+            assert!(host_allowed(host), "{host} must be allowed");
+        }
+        for host in [
+            "",
+            "evil.example",
+            "evil.example:8000",
+            "localhost.evil.example",
+            ".localhost",
+            "fruit-serve-svc.evil.example",
+            "fruit-serve-svc.other",
+            "evil.com-svc",
+            "-svc",
+            "127.0.0.1.nip.io",
+            "user@localhost",
+            "::1",
+            "[::1",
+            "[::1]x",
+            "[::1]:80:80",
+            "[evil.example]",
+            "localhost:80:80",
+            "localhost:http",
+            "localhost:123456",
+            "fruit_serve-svc",
+            "ex\u{e4}mple-svc",
+        ] {
+            assert!(!host_allowed(host), "{host} must be refused");
+        }
     }
 
     #[test]

@@ -25,7 +25,9 @@ pub struct ServiceStats {
     /// Requests routed to this service (including the failed ones).
     pub requests: u64,
     /// Requests the proxy answered itself with 502 (upstream unreachable or
-    /// failed before sending a response head) or 503 (no ready cluster).
+    /// failed before sending a response head), 503 (no ready cluster), 504
+    /// (no response head within the upstream timeout) or 400 (the client's
+    /// request body was malformed or cut short).
     pub errors: u64,
 }
 
@@ -36,6 +38,7 @@ pub struct EndpointStats {
     /// persist across [`crate::FrontEndpoint::set_routes`] calls as long as the
     /// service stays in the table.
     pub services: BTreeMap<String, ServiceStats>,
-    /// Requests that matched no service (answered 404) or were rejected before routing.
+    /// Requests that matched no service (answered 404) or were rejected before
+    /// routing (405 for CONNECT, 421 for a Host the endpoint does not answer to).
     pub unmatched: u64,
 }

@@ -29,7 +29,12 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Awaits `fut`, panicking if it takes longer than [`DEADLINE`].
 pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(DEADLINE, fut).await {
+    within_for(DEADLINE, what, fut).await
+}
+
+/// Awaits `fut`, panicking if it takes longer than `deadline`.
+pub async fn within_for<T>(deadline: Duration, what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(deadline, fut).await {
         Ok(v) => v,
         Err(_) => panic!("timed out waiting for {what}"),
     }
@@ -51,6 +56,7 @@ pub fn empty() -> TestBody {
 /// - `/slow`: reports on `started`, waits for [`TestUpstream::release`], answers `NAME slow`;
 /// - `/stream`: sends `first`, waits for release, sends `rest`;
 /// - `/echo`: streams the request body back;
+/// - `/collect`: reads the whole request body, then answers its length;
 /// - `/ws`: accepts an `Upgrade` and echoes bytes on the upgraded connection;
 /// - anything else: answers `NAME` with `x-seen-*` headers describing the request.
 pub struct TestUpstream {
@@ -163,6 +169,14 @@ async fn handle(state: Arc<UpState>, mut req: Request<Incoming>) -> Response<Tes
             let body = req.into_body().map_err(Into::into).boxed();
             Response::new(body)
         }
+        "/collect" => match req.into_body().collect().await {
+            Ok(body) => Response::new(full(body.to_bytes().len().to_string())),
+            Err(e) => {
+                let mut resp = Response::new(full(format!("upstream saw a broken body: {e}")));
+                *resp.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+                resp
+            }
+        },
         "/ws" => {
             let on_upgrade = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
@@ -300,4 +314,67 @@ pub async fn read_at_least(body: &mut Incoming, n: usize) -> Vec<u8> {
 
 pub fn data_frame(b: Bytes) -> Frame<Bytes> {
     Frame::data(b)
+}
+
+/// One HTTP/1.1 response read off a raw socket.
+pub struct RawResponse {
+    /// Status line and headers, lower-cased.
+    pub head: String,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn status(&self) -> u16 {
+        self.head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// Reads one response with a `content-length` body from `s`.
+pub async fn read_raw_response(s: &mut tokio::net::TcpStream) -> RawResponse {
+    use tokio::io::AsyncReadExt;
+    within("raw response", async {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte).await.expect("read response head");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("content-length");
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await.expect("read response body");
+        RawResponse {
+            head,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    })
+    .await
+}
+
+/// Waits until the peer closes `s` (EOF or reset), discarding what it sends.
+pub async fn wait_closed(s: &mut tokio::net::TcpStream) {
+    wait_closed_within(DEADLINE, s).await
+}
+
+/// [`wait_closed`] with another deadline.
+pub async fn wait_closed_within(deadline: Duration, s: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    within_for(deadline, "connection to be closed", async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
 }
