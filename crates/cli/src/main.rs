@@ -69,6 +69,17 @@ enum Command {
         /// Its name.
         name: String,
     },
+    /// Print a pod's (a Ray node's) output, as `kubectl logs` does.
+    Logs {
+        /// The pod name, as `rayservice get pods` lists it.
+        pod: String,
+        /// Keep printing what the node writes, until interrupted.
+        #[arg(short = 'f', long = "follow")]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long = "tail")]
+        tail: Option<usize>,
+    },
     /// Delete RayServices (from a file, or by name); everything they started stops.
     Delete {
         /// rayservice, when deleting by name.
@@ -234,6 +245,7 @@ async fn run(cli: Cli) -> Result<()> {
             .await
         }
         Command::Describe { resource, name } => describe(&settings, &resource, &name).await,
+        Command::Logs { pod, follow, tail } => logs(&settings, &pod, follow, tail).await,
         Command::Delete {
             resource,
             name,
@@ -714,6 +726,79 @@ fn typed<T: serde::de::DeserializeOwned>(items: Vec<Value>) -> Result<Vec<T>> {
         .collect()
 }
 
+/// `kubectl logs POD [-f] [--tail N]` for a local node: its log file, from the last `tail`
+/// lines (or the start), followed while `follow` until Ctrl-C.
+async fn logs(settings: &Settings, pod: &str, follow: bool, tail: Option<usize>) -> Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let client = connect(settings).await?;
+    let pods = client.pods().await.map_err(|e| anyhow!(e))?;
+    let Some(view) = pods.into_iter().find(|p| p.name == pod) else {
+        bail!("pods \"{pod}\" not found; fix: `rayservice get pods` lists them");
+    };
+    let path = PathBuf::from(&view.log_path);
+    let mut file = std::fs::File::open(&path)
+        .with_context(|| format!("pod {pod} has no output yet ({})", path.display()))?;
+    let start = match tail {
+        None => 0,
+        Some(lines) => tail_offset(&mut file, lines)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+    };
+    file.seek(SeekFrom::Start(start))?;
+    let mut out = std::io::stdout().lock();
+    std::io::copy(&mut file, &mut out)?;
+    out.flush()?;
+    if !follow {
+        return Ok(());
+    }
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        tokio::select! {
+            _ = &mut interrupted => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                std::io::copy(&mut file, &mut out)?;
+                out.flush()?;
+            }
+        }
+    }
+}
+
+/// Where the last `lines` lines of a file start.
+fn tail_offset(file: &mut std::fs::File, lines: usize) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.seek(SeekFrom::End(0))?;
+    if lines == 0 {
+        return Ok(len);
+    }
+    let mut pos = len;
+    let mut seen = 0usize;
+    let mut buffer = vec![0u8; 8192];
+    // A final newline ends the last line; it does not start another.
+    let mut skip_last_newline = true;
+    while pos > 0 {
+        let step = pos.min(buffer.len() as u64);
+        pos -= step;
+        file.seek(SeekFrom::Start(pos))?;
+        let chunk = &mut buffer[..step as usize];
+        file.read_exact(chunk)?;
+        for (i, byte) in chunk.iter().enumerate().rev() {
+            if *byte != b'\n' {
+                skip_last_newline = false;
+                continue;
+            }
+            if skip_last_newline {
+                skip_last_newline = false;
+                continue;
+            }
+            seen += 1;
+            if seen == lines {
+                return Ok(pos + i as u64 + 1);
+            }
+        }
+    }
+    Ok(0)
+}
+
 async fn describe(settings: &Settings, resource: &str, name: &str) -> Result<()> {
     let kind = resource_kind(resource)?;
     let client = connect(settings).await?;
@@ -813,6 +898,20 @@ async fn down(settings: &Settings) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn tail_finds_the_last_lines() {
+        use std::io::Write;
+        let mut file = tempfile::tempfile().expect("temp file");
+        file.write_all(b"one\ntwo\nthree\n").expect("write");
+        assert_eq!(super::tail_offset(&mut file, 1).expect("tail"), 8);
+        assert_eq!(super::tail_offset(&mut file, 2).expect("tail"), 4);
+        assert_eq!(super::tail_offset(&mut file, 5).expect("tail"), 0);
+        assert_eq!(super::tail_offset(&mut file, 0).expect("tail"), 14);
+        let mut open_end = tempfile::tempfile().expect("temp file");
+        open_end.write_all(b"a\nb").expect("write");
+        assert_eq!(super::tail_offset(&mut open_end, 1).expect("tail"), 2);
+    }
     use super::*;
 
     #[test]

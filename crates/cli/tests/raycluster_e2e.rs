@@ -74,13 +74,29 @@ fn kuberays_ray_cluster_sample_runs_locally_and_takes_a_job() {
             && pods.contains("raycluster-kuberay-worker-workergroup-"),
         "{pods}"
     );
+    // `logs` shows a node's output as `kubectl logs` would.
+    let head = env.json(&["get", "pods"])["items"]
+        .as_array()
+        .and_then(|pods| {
+            pods.iter()
+                .find(|p| p["nodeType"] == "head" || p["node_type"] == "head")
+                .and_then(|p| p["name"].as_str().map(str::to_string))
+        })
+        .expect("head pod");
+    let all = env.ok(&["logs", &head]);
+    assert!(all.contains("Local node IP"), "{all}");
+    let last = env.ok(&["logs", &head, "--tail", "2"]);
+    assert!(last.lines().count() <= 2 && all.ends_with(&last), "{last}");
     let described = env.ok(&["describe", "raycluster", "raycluster-kuberay"]);
     assert!(described.contains("raycluster-kuberay"), "{described}");
 
     // A job through the dashboard front endpoint, as `ray job submit --address
     // http://raycluster-kuberay-head-svc:8265` would send it.
-    let entrypoint =
-        "python -c \"import ray; ray.init(); print('cpus', int(ray.cluster_resources()['CPU']))\"";
+    // The job waits (bounded) for the worker to have joined: a worker process that runs may
+    // not have registered with the GCS yet.
+    let entrypoint = "python -c \"import ray, time; ray.init(); \
+        [time.sleep(0.5) for _ in range(120) if ray.cluster_resources().get('CPU', 0) < 2]; \
+        print('cpus', int(ray.cluster_resources()['CPU']))\"";
     let (status, body) = request(
         reqwest::Method::POST,
         env.dashboard_port,
