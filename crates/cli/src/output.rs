@@ -973,6 +973,7 @@ mod tests {
                 pod_ip: Some("127.0.0.1".to_string()),
                 service_ip: Some("127.0.0.1".to_string()),
                 pod_name: None,
+                service_name: None,
             });
         }
         cluster

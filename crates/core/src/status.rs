@@ -439,6 +439,7 @@ fn service_cluster_status(
         ray_cluster_name: Some(cluster.name.clone()),
         ray_cluster_status: Some(cluster_status(cluster)),
         application_statuses: applications,
+        ..ServiceClusterStatus::default()
     }
 }
 
