@@ -228,6 +228,17 @@ const KNOWN_FIELDS: &[&str] = &[
     "limits",
     "requests",
     "gcsFaultToleranceOptions",
+    "managedBy",
+    "suspend",
+    "authOptions",
+    "tlsOptions",
+    "networkPolicy",
+    "historyServerOptions",
+    "clusterUpgradeOptions",
+    "headService",
+    "ingressOptions",
+    "numOfHosts",
+    "idleTimeoutSeconds",
 ];
 
 /// The known field closest to `leaf` (ignoring case and separators), within two edits.
