@@ -852,3 +852,23 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod writer_round_trip {
+    use super::*;
+    use serde_json::json;
+
+    /// YAML we write (serde-saphyr, YAML 1.2) must read back the same through this YAML 1.1
+    /// reader: strings that YAML 1.1 would resolve otherwise must come out quoted.
+    #[test]
+    fn strings_written_by_serde_saphyr_read_back_as_strings() {
+        let value = json!({
+            "a": "yes", "b": "0777", "c": "y", "d": "1_000", "e": "0x1F", "f": "on",
+            "g": "0o17", "h": "08", "i": "N", "j": "Off", "k": "1e3", "l": "~", "m": "0b101",
+            "n": ".5", "o": "+1", "p": "2001-12-14", "q": "1:20", "r": "", "s": "null",
+            "t": 511, "u": true, "v": 1.5, "w": null,
+        });
+        let text = serde_saphyr::to_string(&value).expect("write");
+        assert_eq!(document(&text).expect("read"), value, "{text}");
+    }
+}
