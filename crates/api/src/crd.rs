@@ -79,6 +79,25 @@ pub fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::S
     })
 }
 
+/// KubeRay's CEL rules on `managedBy`: immutable, and one of the two controllers it knows.
+pub fn managed_by_rules() -> serde_json::Value {
+    serde_json::json!([
+        {"rule": "self == oldSelf", "message": "the managedBy field is immutable"},
+        {
+            "rule": format!(
+                "self in ['{}', '{}']",
+                crate::types::MANAGED_BY_KUBERAY,
+                crate::types::MANAGED_BY_MULTIKUEUE
+            ),
+            "message": format!(
+                "the managedBy field value must be either '{}' or '{}'",
+                crate::types::MANAGED_BY_KUBERAY,
+                crate::types::MANAGED_BY_MULTIKUEUE
+            )
+        }
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,14 +156,22 @@ mod tests {
 
     #[test]
     fn checked_in_crds_are_current() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../deploy/crds/ray.io_crds.yaml");
-        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            checked_in == crds_yaml(),
-            "{} is stale: run `cargo run -p rayservice -- crd > deploy/crds/ray.io_crds.yaml`",
-            path.display()
-        );
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for file in [
+            "deploy/crds/ray.io_crds.yaml",
+            "deploy/helm/rayservice-operator/crds/ray.io_crds.yaml",
+        ] {
+            let path = root.join(file);
+            if std::env::var_os("RAYSERVICE_BLESS_CRDS").is_some() {
+                std::fs::write(&path, crds_yaml()).expect("write the CRDs");
+            }
+            let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                checked_in == crds_yaml(),
+                "{file} is stale: run `RAYSERVICE_BLESS_CRDS=1 cargo test -p rayservice-api crd` \
+                 (or `cargo run -p rayservice -- crd > {file}`)",
+            );
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod serve_api;
 pub mod serve_config;
 pub mod types;
 pub mod validate;
+pub mod yaml;
 
 pub use error::{FieldError, ManifestError};
 pub use manifest::{Manifest, parse_manifests};

@@ -28,8 +28,13 @@ pub enum Manifest {
 
 /// Parses every document of `text`; `file` names the source in errors.
 pub fn parse_manifests(text: &str, file: &str) -> Result<Vec<Manifest>, ManifestError> {
+    // Read as kubectl reads it (sigs.k8s.io/yaml: YAML 1.1 scalars, then JSON).
     let documents: Vec<Value> =
-        serde_saphyr::from_multiple(text).map_err(|err| syntax_error(file, &err.to_string()))?;
+        crate::yaml::documents(text).map_err(|err| ManifestError::Syntax {
+            file: file.to_string(),
+            line: err.line,
+            message: one_line(&err.message),
+        })?;
     let mut manifests = Vec::new();
     for (index, document) in documents.into_iter().enumerate() {
         if document.is_null() {
@@ -46,25 +51,6 @@ pub fn parse_manifests(text: &str, file: &str) -> Result<Vec<Manifest>, Manifest
         });
     }
     Ok(manifests)
-}
-
-fn syntax_error(file: &str, message: &str) -> ManifestError {
-    ManifestError::Syntax {
-        file: file.to_string(),
-        line: line_of(message),
-        message: one_line(message),
-    }
-}
-
-/// Finds a `line N` mention in a parser message.
-fn line_of(message: &str) -> Option<usize> {
-    let lower = message.to_lowercase();
-    let at = lower.find("line ")?;
-    let digits: String = lower[at + 5..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
 }
 
 fn parse_document(document: Value, file: &str, index: usize) -> Result<Manifest, ManifestError> {
@@ -242,6 +228,17 @@ const KNOWN_FIELDS: &[&str] = &[
     "limits",
     "requests",
     "gcsFaultToleranceOptions",
+    "managedBy",
+    "suspend",
+    "authOptions",
+    "tlsOptions",
+    "networkPolicy",
+    "historyServerOptions",
+    "clusterUpgradeOptions",
+    "headService",
+    "ingressOptions",
+    "numOfHosts",
+    "idleTimeoutSeconds",
 ];
 
 /// The known field closest to `leaf` (ignoring case and separators), within two edits.
@@ -409,6 +406,46 @@ spec:
         let err = error_of(&GOOD.replace("replicas: 1", "replicas: lots")).to_string();
         assert!(
             err.contains("spec.rayClusterConfig.workerGroupSpecs[0].replicas"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn yaml_11_scalars_read_as_kubectl_reads_them() {
+        let text = GOOD
+            .replace(
+                "    rayVersion: \"2.60.0\"\n",
+                "    rayVersion: \"2.60.0\"\n    enableInTreeAutoscaling: yes\n",
+            )
+            .replace(
+                "            image: rayproject/ray:2.60.0\n            resources:",
+                "            image: rayproject/ray:2.60.0\n            tty: on\n            resources:",
+            )
+            .replace(
+                "      template:\n        spec:\n          containers:\n          - name: ray-head",
+                "      template:\n        spec:\n          volumes:\n          - name: cfg\n            configMap: {name: c, defaultMode: 0777, optional: NO}\n          containers:\n          - name: ray-head",
+            );
+        let service = one_service(&text);
+        let cluster = service.spec.ray_cluster_config.expect("cluster");
+        assert_eq!(cluster.enable_in_tree_autoscaling, Some(true));
+        let pod = cluster.head_group_spec.template.spec.expect("pod");
+        assert_eq!(pod.containers[0].tty, Some(true));
+        let volume = pod.volumes.expect("volumes").remove(0);
+        let config_map = volume.config_map.expect("configMap");
+        assert_eq!(config_map.default_mode, Some(0o777));
+        assert_eq!(config_map.optional, Some(false));
+    }
+
+    #[test]
+    fn quoted_octal_is_a_string_and_its_error_names_the_field() {
+        let text = GOOD.replace(
+            "      template:\n        spec:\n          containers:\n          - name: ray-head",
+            "      template:\n        spec:\n          volumes:\n          - name: cfg\n            configMap: {name: c, defaultMode: \"0777\"}\n          containers:\n          - name: ray-head",
+        );
+        let err = error_of(&text).to_string();
+        assert!(err.starts_with("f.yaml: RayService/demo: "), "{err}");
+        assert!(
+            err.contains("headGroupSpec.template.spec.volumes[0].configMap.defaultMode"),
             "{err}"
         );
     }

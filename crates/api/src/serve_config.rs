@@ -76,7 +76,9 @@ impl ServeApplication {
 impl ServeConfig {
     /// Parses the YAML text of `serveConfigV2`; `field` names where it came from in errors.
     pub fn parse(text: &str, field: &str) -> Result<ServeConfig, FieldError> {
-        let value: Value = serde_saphyr::from_str(text).map_err(|err| FieldError {
+        // KubeRay reads serveConfigV2 with sigs.k8s.io/yaml (YAML 1.1 scalars) before sending
+        // its JSON to Ray: `yes` is true and `0777` is 511 there too.
+        let value: Value = crate::yaml::document(text).map_err(|err| FieldError {
             field: field.to_string(),
             message: format!("is not valid YAML: {}", one_line(&err.to_string())),
             fix: "serveConfigV2 is a YAML document in a string: write it as a block scalar (`serveConfigV2: |`) and check its indentation".into(),

@@ -7,7 +7,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::error::FieldError;
 use crate::serve_config::ServeConfig;
-use crate::types::{API_VERSION_V1ALPHA1, RayCluster, RayClusterSpec, RayService};
+use crate::types::{
+    API_VERSION_V1ALPHA1, AuthMode, ClusterUpgradeOptions, MANAGED_BY_KUBERAY, RayCluster,
+    RayClusterSpec, RayService, RayServiceSpec, UpgradeType, annotations,
+};
 use crate::{DEFAULT_NAMESPACE, MAX_RAYSERVICE_NAME_LEN};
 
 /// Fills what Kubernetes would fill: the default namespace.
@@ -55,6 +58,13 @@ pub fn rayservice(service: &RayService, api_version: &str) -> Result<(), FieldEr
         )
     })?;
     cluster_spec(cluster).map_err(|e| e.within("spec.rayClusterConfig"))?;
+    if let Some(options) = spec
+        .upgrade_strategy
+        .as_ref()
+        .and_then(|s| s.cluster_upgrade_options.as_ref())
+    {
+        cluster_upgrade_options(options).map_err(|e| e.within("spec.upgradeStrategy"))?;
+    }
     for (field, value) in [
         (
             "spec.serviceUnhealthySecondThreshold",
@@ -76,6 +86,63 @@ pub fn rayservice(service: &RayService, api_version: &str) -> Result<(), FieldEr
                 "use a number of seconds, 0 or more",
             ));
         }
+    }
+    Ok(())
+}
+
+/// KubeRay's rules for `clusterUpgradeOptions` (its CRD requires the last three fields).
+fn cluster_upgrade_options(options: &ClusterUpgradeOptions) -> Result<(), FieldError> {
+    let at = |field: &str| format!("clusterUpgradeOptions.{field}");
+    let surge = options.max_surge_percent.unwrap_or(100);
+    if !(0..=100).contains(&surge) {
+        return Err(FieldError::new(
+            &at("maxSurgePercent"),
+            &format!("{surge} is not a percentage"),
+            "use a number from 0 to 100 (default 100)",
+        ));
+    }
+    match options.step_size_percent {
+        None => {
+            return Err(FieldError::new(
+                &at("stepSizePercent"),
+                "is missing",
+                "give the percent of traffic moved each interval, e.g. `stepSizePercent: 10`",
+            ));
+        }
+        Some(step) if !(0..=100).contains(&step) => {
+            return Err(FieldError::new(
+                &at("stepSizePercent"),
+                &format!("{step} is not a percentage"),
+                "use a number from 0 to 100",
+            ));
+        }
+        Some(step) if step > surge => {
+            return Err(FieldError::new(
+                &at("stepSizePercent"),
+                &format!("{step} is above maxSurgePercent {surge}"),
+                "make stepSizePercent <= maxSurgePercent",
+            ));
+        }
+        Some(_) => {}
+    }
+    if options.interval_seconds.is_none_or(|s| s <= 0) {
+        return Err(FieldError::new(
+            &at("intervalSeconds"),
+            "is missing or not positive",
+            "give the seconds between two traffic steps, e.g. `intervalSeconds: 30`",
+        ));
+    }
+    if options
+        .gateway_class_name
+        .as_deref()
+        .unwrap_or_default()
+        .is_empty()
+    {
+        return Err(FieldError::new(
+            &at("gatewayClassName"),
+            "is missing",
+            "name the Gateway API class installed in the cluster",
+        ));
     }
     Ok(())
 }
@@ -135,6 +202,133 @@ pub fn cluster_spec(spec: &RayClusterSpec) -> Result<(), FieldError> {
         has_a_container(&group.template).map_err(|e| e.within(&at))?;
     }
     Ok(())
+}
+
+/// Fields of a RayService spec that are accepted (KubeRay v1.7 has them) but that neither local
+/// mode nor the operator acts on yet, as paths relative to `spec` (`rayClusterConfig.authOptions`).
+/// Only fields given a value that would change something are named. The platforms report them
+/// (an event and a status message), so that no accepted field is silently ignored; remove an
+/// entry here when its behaviour is implemented on both platforms.
+pub fn unimplemented_service_fields(spec: &RayServiceSpec) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut note = |set: bool, field: &str| {
+        if set {
+            fields.push(field.to_string());
+        }
+    };
+    note(spec.suspend == Some(true), "suspend");
+    note(not_ours(spec.managed_by.as_deref()), "managedBy");
+    if let Some(strategy) = &spec.upgrade_strategy {
+        note(
+            strategy.type_ == Some(UpgradeType::NewClusterWithIncrementalUpgrade),
+            "upgradeStrategy.type",
+        );
+        note(
+            strategy.cluster_upgrade_options.is_some(),
+            "upgradeStrategy.clusterUpgradeOptions",
+        );
+    }
+    note(spec.serve_service.is_some(), "serveService");
+    note(
+        spec.exclude_head_pod_from_serve_svc == Some(true),
+        "excludeHeadPodFromServeSvc",
+    );
+    if let Some(cluster) = &spec.ray_cluster_config {
+        fields.extend(
+            unimplemented_fields(cluster)
+                .into_iter()
+                .map(|field| format!("rayClusterConfig.{field}")),
+        );
+    }
+    fields
+}
+
+/// Fields of a RayCluster spec that are accepted but not acted on yet, relative to the cluster
+/// spec (`headGroupSpec.ingressOptions`, `workerGroupSpecs[0].priority`); see
+/// [`unimplemented_service_fields`]. `suspend` is not listed: the operator acts on it.
+pub fn unimplemented_fields(spec: &RayClusterSpec) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut note = |set: bool, field: String| {
+        if set {
+            fields.push(field);
+        }
+    };
+    note(
+        spec.enable_in_tree_autoscaling == Some(true),
+        "enableInTreeAutoscaling".into(),
+    );
+    note(
+        spec.autoscaler_options.is_some(),
+        "autoscalerOptions".into(),
+    );
+    note(
+        spec.gcs_fault_tolerance_options.is_some(),
+        "gcsFaultToleranceOptions".into(),
+    );
+    note(
+        spec.auth_options
+            .as_ref()
+            .is_some_and(|auth| auth.mode != Some(AuthMode::Disabled)),
+        "authOptions".into(),
+    );
+    note(
+        spec.tls_options
+            .as_ref()
+            .is_some_and(|tls| tls.enabled == Some(true)),
+        "tlsOptions".into(),
+    );
+    note(spec.network_policy.is_some(), "networkPolicy".into());
+    note(
+        spec.history_server_options.is_some(),
+        "historyServerOptions".into(),
+    );
+    note(spec.upgrade_strategy.is_some(), "upgradeStrategy".into());
+    note(not_ours(spec.managed_by.as_deref()), "managedBy".into());
+    let head = &spec.head_group_spec;
+    note(
+        head.head_service.is_some(),
+        "headGroupSpec.headService".into(),
+    );
+    note(
+        head.enable_ingress == Some(true),
+        "headGroupSpec.enableIngress".into(),
+    );
+    note(
+        head.ingress_options.is_some(),
+        "headGroupSpec.ingressOptions".into(),
+    );
+    note(!head.resources.is_empty(), "headGroupSpec.resources".into());
+    note(!head.labels.is_empty(), "headGroupSpec.labels".into());
+    for (index, group) in spec.worker_group_specs.iter().enumerate() {
+        let at = format!("workerGroupSpecs[{index}]");
+        note(
+            group.priority.is_some_and(|p| p != 0),
+            format!("{at}.priority"),
+        );
+        note(!group.resources.is_empty(), format!("{at}.resources"));
+        note(!group.labels.is_empty(), format!("{at}.labels"));
+        note(
+            group.idle_timeout_seconds.is_some(),
+            format!("{at}.idleTimeoutSeconds"),
+        );
+    }
+    fields
+}
+
+/// KubeRay annotations on a RayService or RayCluster that are accepted but not acted on yet,
+/// such as `ray.io/initializing-timeout`.
+pub fn unimplemented_annotations(metadata: &ObjectMeta) -> Vec<String> {
+    let given = metadata.annotations.as_ref();
+    [annotations::INITIALIZING_TIMEOUT]
+        .into_iter()
+        .filter(|key| given.is_some_and(|all| all.contains_key(*key)))
+        .map(|key| format!("metadata.annotations[{key}]"))
+        .collect()
+}
+
+/// `managedBy` names another controller than KubeRay (and us).
+fn not_ours(managed_by: Option<&str>) -> bool {
+    managed_by.is_some_and(|value| value != MANAGED_BY_KUBERAY)
 }
 
 fn has_a_container(template: &PodTemplateSpec) -> Result<(), FieldError> {
@@ -278,6 +472,102 @@ mod tests {
         assert_eq!(
             err.field,
             "spec.rayClusterConfig.workerGroupSpecs[0].template.spec.containers"
+        );
+    }
+
+    #[test]
+    fn accepted_but_unimplemented_fields_are_named() {
+        assert!(unimplemented_service_fields(&service(CLUSTER).spec).is_empty());
+        let spec = format!(
+            "  suspend: true\n  managedBy: kueue.x-k8s.io/multikueue\n  upgradeStrategy:\n    type: NewClusterWithIncrementalUpgrade\n    clusterUpgradeOptions: {{stepSizePercent: 10, intervalSeconds: 30, gatewayClassName: istio}}\n{CLUSTER}    enableInTreeAutoscaling: true\n    autoscalerOptions: {{version: v2, upscalingMode: Conservative, idleTimeoutSeconds: 60}}\n    authOptions: {{mode: token}}\n    tlsOptions: {{enabled: true}}\n    gcsFaultToleranceOptions: {{backend: rocksdb, storage: {{size: 1Gi}}}}\n    networkPolicy: {{mode: DenyAllIngress}}\n    historyServerOptions: {{collectorOptions: {{image: c}}}}\n    workerGroupSpecs:\n    - {{groupName: g, priority: 2, idleTimeoutSeconds: 5, labels: {{zone: a}}, template: {{spec: {{containers: [{{name: w}}]}}}}}}\n"
+        );
+        let fields = unimplemented_service_fields(&service(&spec).spec);
+        for wanted in [
+            "suspend",
+            "managedBy",
+            "upgradeStrategy.type",
+            "upgradeStrategy.clusterUpgradeOptions",
+            "rayClusterConfig.enableInTreeAutoscaling",
+            "rayClusterConfig.autoscalerOptions",
+            "rayClusterConfig.authOptions",
+            "rayClusterConfig.tlsOptions",
+            "rayClusterConfig.gcsFaultToleranceOptions",
+            "rayClusterConfig.networkPolicy",
+            "rayClusterConfig.historyServerOptions",
+            "rayClusterConfig.workerGroupSpecs[0].priority",
+            "rayClusterConfig.workerGroupSpecs[0].idleTimeoutSeconds",
+            "rayClusterConfig.workerGroupSpecs[0].labels",
+        ] {
+            assert!(
+                fields.iter().any(|f| f == wanted),
+                "{wanted} not in {fields:?}"
+            );
+        }
+        // Values that change nothing are not named.
+        let spec = format!(
+            "  suspend: false\n  managedBy: ray.io/kuberay-operator\n{CLUSTER}    authOptions: {{mode: disabled}}\n    tlsOptions: {{enabled: false}}\n    workerGroupSpecs:\n    - {{groupName: g, priority: 0, numOfHosts: 1, template: {{spec: {{containers: [{{name: w}}]}}}}}}\n"
+        );
+        let fields = unimplemented_service_fields(&service(&spec).spec);
+        assert!(fields.is_empty(), "{fields:?}");
+    }
+
+    #[test]
+    fn cluster_upgrade_options_follow_kuberay() {
+        let with = |options: &str| {
+            let spec = format!(
+                "  upgradeStrategy:\n    type: NewClusterWithIncrementalUpgrade\n    clusterUpgradeOptions: {options}\n{CLUSTER}"
+            );
+            rayservice(&service(&spec), "ray.io/v1")
+        };
+        assert!(
+            with("{stepSizePercent: 10, intervalSeconds: 30, gatewayClassName: istio}").is_ok()
+        );
+        for (options, field) in [
+            (
+                "{intervalSeconds: 30, gatewayClassName: istio}",
+                "stepSizePercent",
+            ),
+            (
+                "{maxSurgePercent: 20, stepSizePercent: 30, intervalSeconds: 30, gatewayClassName: istio}",
+                "stepSizePercent",
+            ),
+            (
+                "{maxSurgePercent: 120, stepSizePercent: 30, intervalSeconds: 30, gatewayClassName: istio}",
+                "maxSurgePercent",
+            ),
+            (
+                "{stepSizePercent: 10, intervalSeconds: 0, gatewayClassName: istio}",
+                "intervalSeconds",
+            ),
+            (
+                "{stepSizePercent: 10, intervalSeconds: 30}",
+                "gatewayClassName",
+            ),
+        ] {
+            let err = with(options).expect_err(options);
+            assert_eq!(
+                err.field,
+                format!("spec.upgradeStrategy.clusterUpgradeOptions.{field}"),
+                "{options}"
+            );
+        }
+    }
+
+    #[test]
+    fn unimplemented_annotations_are_named() {
+        let mut meta = ObjectMeta::default();
+        assert!(unimplemented_annotations(&meta).is_empty());
+        meta.annotations = Some(
+            [(
+                annotations::INITIALIZING_TIMEOUT.to_string(),
+                "30m".to_string(),
+            )]
+            .into_iter()
+            .collect(),
+        );
+        assert_eq!(
+            unimplemented_annotations(&meta),
+            vec!["metadata.annotations[ray.io/initializing-timeout]"]
         );
     }
 

@@ -210,7 +210,7 @@ pub fn raycluster_table(items: &[RayCluster], wide: bool, now: Timestamp) -> Str
                 row.extend([
                     text(&|s| s.desired_cpu.clone()),
                     text(&|s| s.desired_memory.clone()),
-                    rayservice_api::resources::desired_resources(&cluster.spec).gpu(),
+                    text(&|s| s.desired_gpu.clone()),
                 ]);
             }
             row.extend([
@@ -922,10 +922,12 @@ mod tests {
         // Set in Rust: these fields' JSON spelling is the api crate's business.
         if let Some(status) = cluster.status.as_mut() {
             status.desired_cpu = Some("3".to_string());
+            status.desired_gpu = Some("2".to_string());
             status.head = Some(rayservice_api::HeadInfo {
                 pod_ip: Some("127.0.0.1".to_string()),
                 service_ip: Some("127.0.0.1".to_string()),
                 pod_name: None,
+                service_name: None,
             });
         }
         cluster

@@ -73,6 +73,8 @@ pub fn raycluster_status(spec: &RayClusterSpec, counts: &NodeCounts) -> RayClust
         state,
         desired_cpu: Some(resources.cpu()),
         desired_memory: Some(resources.memory()),
+        desired_gpu: Some(resources.gpu()),
+        desired_tpu: Some(resources.tpu()),
         desired_worker_replicas: desired,
         available_worker_replicas: counts.workers_running,
         ready_worker_replicas: counts.workers_ready,
@@ -488,6 +490,7 @@ fn service_cluster_status(
         ray_cluster_name: Some(cluster.name.clone()),
         ray_cluster_status: Some(cluster_status(cluster)),
         application_statuses: applications,
+        ..ServiceClusterStatus::default()
     }
 }
 

@@ -539,6 +539,7 @@ pub fn cluster_status(spec: &RayClusterSpec, pods: &[Pod]) -> RayClusterStatus {
         pod_ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
         service_ip: None,
         pod_name: p.metadata.name.clone(),
+        service_name: None,
     });
     status
 }

@@ -569,6 +569,7 @@ pub fn local_head_info(pod_name: Option<String>) -> rayservice_api::HeadInfo {
         pod_ip: Some("127.0.0.1".into()),
         service_ip: Some("127.0.0.1".into()),
         pod_name,
+        service_name: None,
     }
 }
 
