@@ -640,7 +640,7 @@ fn a_watch_driven_platform_is_not_polled_while_no_head_is_up() {
 #[test]
 fn every_event_reason_comes_out_of_the_contract() {
     let mut seen = BTreeSet::new();
-    let scenarios: [fn() -> Platform; 4] = [
+    let scenarios: [fn() -> Platform; 5] = [
         || {
             let mut p = Platform::serving();
             p.edit(|s| {
@@ -717,6 +717,17 @@ fn every_event_reason_comes_out_of_the_contract() {
             p.step();
             p
         },
+        || {
+            let mut p = Platform::serving();
+            p.edit(|s| s.exclude_head_pod_from_serve_svc = Some(true));
+            p.step();
+            let named = p.events.iter().filter(|e| e.reason == "FieldsNotActedOn").count();
+            assert_eq!(named, 1, "named once per generation");
+            p.step();
+            let again = p.events.iter().filter(|e| e.reason == "FieldsNotActedOn").count();
+            assert_eq!(again, 1, "not again for the same generation");
+            p
+        },
     ];
     for scenario in scenarios {
         let mut platform = Platform::new();
@@ -729,6 +740,7 @@ fn every_event_reason_comes_out_of_the_contract() {
         "ClusterDeleted",
         "ClusterUnhealthy",
         "DeploymentStatusChanged",
+        "FieldsNotActedOn",
         "NotRolledOut",
         "PendingClusterReplaced",
         "Ready",

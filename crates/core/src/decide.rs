@@ -35,6 +35,9 @@ const STEADY_REQUEUE: Duration = Duration::from_secs(2);
 /// when one comes up.
 const WATCH_ONLY_REQUEUE: Duration = Duration::from_secs(60);
 
+/// Event reason: the spec sets fields that are accepted but not acted on yet.
+pub const FIELDS_NOT_ACTED_ON: &str = "FieldsNotActedOn";
+
 /// Decides what to do for one RayService. Pure: the same input gives the same answer.
 pub fn reconcile(desired: &Desired<'_>, observed: &Observed) -> Decision {
     let (cluster_spec, serve_config) = match checked(desired) {
@@ -120,11 +123,31 @@ impl<'a> Reconcile<'a> {
         }));
     }
 
+    /// A field accepted but not acted on yet is never silent: each new generation that sets
+    /// one gets a Warning event naming it.
+    fn name_fields_not_acted_on(&mut self) {
+        let fields = rayservice_api::validate::unimplemented_service_fields(self.desired.spec);
+        if !fields.is_empty() {
+            let fields: Vec<String> = fields.iter().map(|f| format!("spec.{f}")).collect();
+            self.event(
+                EventKind::Warning,
+                FIELDS_NOT_ACTED_ON,
+                format!(
+                    "{} accepted but not acted on yet; the rest of the spec is carried out",
+                    fields.join(", ")
+                ),
+            );
+        }
+    }
+
     fn busy(&mut self) {
         self.requeue = self.requeue.min(BUSY_REQUEUE);
     }
 
     fn run(mut self) -> Decision {
+        if self.spec_changed {
+            self.name_fields_not_acted_on();
+        }
         let previous = &self.observed.status;
         let mut active = self.cluster(previous.active_service_status.ray_cluster_name.as_ref());
         let mut pending = self.cluster(previous.pending_service_status.ray_cluster_name.as_ref());
