@@ -721,10 +721,18 @@ fn every_event_reason_comes_out_of_the_contract() {
             let mut p = Platform::serving();
             p.edit(|s| s.exclude_head_pod_from_serve_svc = Some(true));
             p.step();
-            let named = p.events.iter().filter(|e| e.reason == "FieldsNotActedOn").count();
+            let named = p
+                .events
+                .iter()
+                .filter(|e| e.reason == "FieldsNotActedOn")
+                .count();
             assert_eq!(named, 1, "named once per generation");
             p.step();
-            let again = p.events.iter().filter(|e| e.reason == "FieldsNotActedOn").count();
+            let again = p
+                .events
+                .iter()
+                .filter(|e| e.reason == "FieldsNotActedOn")
+                .count();
             assert_eq!(again, 1, "not again for the same generation");
             p
         },

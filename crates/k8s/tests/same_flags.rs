@@ -1,7 +1,7 @@
 //! Local mode and the operator pass Ray the same `ray start` flags for the same YAML, apart
 //! from the documented local-only ones (`rayservice_ray::node::is_local_only_param`): for every
-//! KubeRay sample beside the repository, every example and every test fixture, for the head and
-//! each worker group.
+//! KubeRay sample beside the repository or transcribed under `tests/`, every example and every
+//! test fixture, for the head and each worker group.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -111,6 +111,7 @@ fn local_and_operator_pass_ray_the_same_flags() {
     let mut files = yaml_files(&repo().join("../shared/kuberay-samples"));
     files.extend(yaml_files(&repo().join("examples")));
     files.extend(yaml_files(&repo().join("crates/cli/tests/fixtures")));
+    files.extend(yaml_files(&repo().join("tests/kuberay-v1.7.0")));
     let mut compared = 0;
     for file in &files {
         for (name, spec) in clusters(file) {

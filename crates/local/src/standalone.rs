@@ -54,7 +54,10 @@ fn kubernetes_only_parts(spec: &RayClusterSpec) -> Vec<String> {
     let fields = rayservice_api::validate::unimplemented_fields(spec);
     if !fields.is_empty() {
         let fields: Vec<String> = fields.iter().map(|f| format!("spec.{f}")).collect();
-        parts.push(format!("{} accepted but not acted on yet", fields.join(", ")));
+        parts.push(format!(
+            "{} accepted but not acted on yet",
+            fields.join(", ")
+        ));
     }
     if spec.head_group_spec.enable_ingress == Some(true) {
         parts.push("no ingress is made locally; the dashboard is on the front endpoint".into());
