@@ -99,7 +99,7 @@ impl Controller {
                 .map(|c| c.service))
         });
         match owner {
-            Ok(Some(service)) if service != crate::standalone::NO_OWNER => self.wake(&service),
+            Ok(Some(service)) if service != crate::store::NO_OWNER => self.wake(&service),
             // A RayCluster applied on its own has no reconcile loop: its routes may change.
             Ok(Some(_)) => self.refresh_routes(),
             _ => {}
@@ -477,7 +477,7 @@ impl Controller {
         };
         let standalone: Vec<String> = clusters
             .iter()
-            .filter(|c| c.service == crate::standalone::NO_OWNER)
+            .filter(|c| c.service == crate::store::NO_OWNER)
             .map(|c| c.name.clone())
             .collect();
         let layouts: BTreeMap<String, ClusterLayout> = clusters

@@ -13,8 +13,7 @@ use crate::cluster::ClusterLayout;
 use crate::controller::{Controller, ControllerError, now};
 use crate::store::ClusterRecord;
 
-/// The owner name of a cluster applied on its own.
-pub const NO_OWNER: &str = "";
+pub use crate::store::NO_OWNER;
 
 /// The parts of a RayCluster that local mode cannot run as Kubernetes would; each becomes a
 /// Warning event, never a failure to start what can start.

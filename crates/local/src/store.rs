@@ -57,12 +57,15 @@ pub struct ServiceRecord {
     pub deleting: bool,
 }
 
+/// The `service` of a cluster applied on its own (a standalone RayCluster): it has no owner.
+pub const NO_OWNER: &str = "";
+
 /// A cluster as stored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClusterRecord {
     /// `S-raycluster-xxxxx`.
     pub name: String,
-    /// Owning RayService.
+    /// Owning RayService; [`NO_OWNER`] for a RayCluster applied on its own.
     pub service: String,
     /// The RayCluster spec it runs.
     pub spec: RayClusterSpec,

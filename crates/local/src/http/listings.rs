@@ -14,8 +14,7 @@ use serde_json::{Value, json};
 use super::{AppState, error};
 use crate::cluster::ClusterLayout;
 use crate::controller::now;
-use crate::standalone::NO_OWNER;
-use crate::store::{ClusterRecord, ServiceRecord};
+use crate::store::{ClusterRecord, NO_OWNER, ServiceRecord};
 use crate::views::{EventView, PodView, ServiceView};
 
 pub(super) async fn list_services(State(state): State<AppState>) -> Response {

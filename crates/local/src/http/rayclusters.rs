@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::{AppState, error};
 use crate::controller::{Controller, now};
 use crate::diff::DiffReport;
-use crate::standalone::NO_OWNER;
+use crate::store::NO_OWNER;
 use crate::wire::{ApplyRequest, ApplyResult};
 
 /// A RayCluster of a request, checked, with what an apply would do to it.
