@@ -216,7 +216,6 @@ pub fn unimplemented_service_fields(spec: &RayServiceSpec) -> Vec<String> {
             fields.push(field.to_string());
         }
     };
-    note(spec.suspend == Some(true), "suspend");
     note(not_ours(spec.managed_by.as_deref()), "managedBy");
     if let Some(strategy) = &spec.upgrade_strategy {
         note(
@@ -482,8 +481,11 @@ mod tests {
             "  suspend: true\n  managedBy: kueue.x-k8s.io/multikueue\n  upgradeStrategy:\n    type: NewClusterWithIncrementalUpgrade\n    clusterUpgradeOptions: {{stepSizePercent: 10, intervalSeconds: 30, gatewayClassName: istio}}\n{CLUSTER}    enableInTreeAutoscaling: true\n    autoscalerOptions: {{version: v2, upscalingMode: Conservative, idleTimeoutSeconds: 60}}\n    authOptions: {{mode: token}}\n    tlsOptions: {{enabled: true}}\n    gcsFaultToleranceOptions: {{backend: rocksdb, storage: {{size: 1Gi}}}}\n    networkPolicy: {{mode: DenyAllIngress}}\n    historyServerOptions: {{collectorOptions: {{image: c}}}}\n    workerGroupSpecs:\n    - {{groupName: g, priority: 2, idleTimeoutSeconds: 5, labels: {{zone: a}}, template: {{spec: {{containers: [{{name: w}}]}}}}}}\n"
         );
         let fields = unimplemented_service_fields(&service(&spec).spec);
+        assert!(
+            !fields.contains(&"suspend".to_string()),
+            "suspend is acted on"
+        );
         for wanted in [
-            "suspend",
             "managedBy",
             "upgradeStrategy.type",
             "upgradeStrategy.clusterUpgradeOptions",

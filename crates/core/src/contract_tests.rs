@@ -640,7 +640,7 @@ fn a_watch_driven_platform_is_not_polled_while_no_head_is_up() {
 #[test]
 fn every_event_reason_comes_out_of_the_contract() {
     let mut seen = BTreeSet::new();
-    let scenarios: [fn() -> Platform; 5] = [
+    let scenarios: [fn() -> Platform; 6] = [
         || {
             let mut p = Platform::serving();
             p.edit(|s| {
@@ -719,6 +719,14 @@ fn every_event_reason_comes_out_of_the_contract() {
         },
         || {
             let mut p = Platform::serving();
+            p.edit(|s| s.suspend = Some(true));
+            p.converge();
+            p.edit(|s| s.suspend = Some(false));
+            p.converge();
+            p
+        },
+        || {
+            let mut p = Platform::serving();
             p.edit(|s| s.exclude_head_pod_from_serve_svc = Some(true));
             p.step();
             let named = p
@@ -751,11 +759,14 @@ fn every_event_reason_comes_out_of_the_contract() {
         "FieldsNotActedOn",
         "NotRolledOut",
         "PendingClusterReplaced",
+        "RayServiceResumed",
         "Ready",
         "ServeConfigRejected",
         "ServeConfigResubmitted",
         "ServeConfigSubmitFailed",
         "ServeConfigSubmitted",
+        "SuspendRequested",
+        "Suspended",
         "TrafficSwitched",
         "UpgradeSkipped",
         "ValidationFailed",
@@ -765,4 +776,73 @@ fn every_event_reason_comes_out_of_the_contract() {
     .map(String::from)
     .collect();
     assert_eq!(seen, expected);
+}
+
+#[test]
+fn suspend_deletes_every_cluster_atomically_and_resume_starts_again() {
+    let mut platform = Platform::serving();
+    let first = platform.active().expect("active");
+    platform.edit(|s| s.suspend = Some(true));
+    platform.step();
+    // Suspending is committed before anything is deleted.
+    let condition = |p: &Platform, type_: &str| {
+        p.status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    assert_eq!(
+        condition(&platform, "Suspending"),
+        Some(("True".into(), "SuspendRequested".into()))
+    );
+    assert_eq!(
+        platform.status.service_status.as_deref(),
+        Some("NotRunning")
+    );
+    assert!(
+        platform
+            .status
+            .active_service_status
+            .ray_cluster_name
+            .is_none()
+    );
+    assert!(
+        !platform.clusters.is_empty(),
+        "nothing deleted before the commit"
+    );
+    // Flipping suspend back meanwhile does not stop the deletion.
+    platform.edit(|s| s.suspend = Some(false));
+    platform.converge();
+    assert!(
+        platform.clusters.iter().all(|c| c.name != first),
+        "the suspended cluster was deleted"
+    );
+    assert_eq!(
+        condition(&platform, "Suspended"),
+        Some(("False".into(), "RayServiceResumed".into()))
+    );
+    // Resumed: a new cluster serves again.
+    let again = platform.active().expect("serving again after resume");
+    assert_ne!(again, first);
+
+    platform.edit(|s| s.suspend = Some(true));
+    platform.converge();
+    assert!(platform.clusters.is_empty());
+    assert_eq!(
+        condition(&platform, "Suspended"),
+        Some(("True".into(), "SuspendComplete".into()))
+    );
+    assert_eq!(
+        condition(&platform, "Ready"),
+        Some(("False".into(), "SuspendComplete".into()))
+    );
+    let events = platform.events.len();
+    platform.step();
+    platform.step();
+    assert_eq!(
+        platform.events.len(),
+        events,
+        "a suspended RayService is left alone"
+    );
 }

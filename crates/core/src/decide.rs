@@ -44,6 +44,9 @@ pub fn reconcile(desired: &Desired<'_>, observed: &Observed) -> Decision {
         Ok(parts) => parts,
         Err(error) => return status::invalid(desired, observed, &error),
     };
+    if let Some(decision) = crate::suspend::decide(desired, observed) {
+        return decision;
+    }
     Reconcile::new(desired, observed, cluster_spec, serve_config).run()
 }
 

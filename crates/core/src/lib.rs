@@ -10,6 +10,7 @@ pub mod hash;
 pub mod model;
 pub mod naming;
 pub mod status;
+mod suspend;
 
 pub use contract::{ClusterMemory, RejectedConfig};
 pub use decide::reconcile;

@@ -181,6 +181,15 @@ pub fn build(
             now,
         ),
     ];
+    // Conditions this decision does not own (Suspended, RollbackInProgress, ...) are kept.
+    let mut conditions = conditions;
+    conditions.extend(
+        previous
+            .conditions
+            .iter()
+            .filter(|c| c.type_ != READY && c.type_ != UPGRADE_IN_PROGRESS)
+            .cloned(),
+    );
     let mut status = RayServiceStatus {
         active_service_status: active,
         pending_service_status: pending,
@@ -523,7 +532,7 @@ fn times(
     }
 }
 
-fn condition(
+pub(crate) fn condition(
     previous: &RayServiceStatus,
     type_: &str,
     value: bool,
