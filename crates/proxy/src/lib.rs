@@ -29,5 +29,5 @@ mod stats;
 
 pub use endpoint::{DEFAULT_SHUTDOWN_GRACE, FrontEndpoint};
 pub use error::ProxyError;
-pub use routes::{EndpointKind, RouteTable, ServiceRoute};
+pub use routes::{BearerToken, EndpointKind, RouteTable, ServiceRoute};
 pub use stats::{EndpointStats, ServiceStats};
