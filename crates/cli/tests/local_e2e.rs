@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use common::{Env, alive, eventually, get, listening, post, repo};
@@ -51,6 +53,274 @@ fn pods_of(env: &Env, service: &str) -> Vec<Value> {
         .filter(|p| p["service"] == service)
         .cloned()
         .collect()
+}
+
+/// Parent of every process, from `/proc/PID/stat`.
+fn parents() -> BTreeMap<i32, i32> {
+    let mut parents = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the command name (which may hold spaces): state, ppid, ...
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok());
+        if let Some(ppid) = ppid {
+            parents.insert(pid, ppid);
+        }
+    }
+    parents
+}
+
+/// The node processes and all their descendants (raylet, GCS, agents, Serve workers, ...).
+fn with_descendants(roots: &[i32]) -> BTreeSet<i32> {
+    let parents = parents();
+    let mut all: BTreeSet<i32> = roots.iter().copied().collect();
+    loop {
+        let before = all.len();
+        for (pid, ppid) in &parents {
+            if all.contains(ppid) {
+                all.insert(*pid);
+            }
+        }
+        if all.len() == before {
+            return all;
+        }
+    }
+}
+
+/// One TCP socket in LISTEN state: who owns it and where it listens.
+#[derive(Debug)]
+struct Listener {
+    pid: i32,
+    comm: String,
+    addr: IpAddr,
+    port: u16,
+}
+
+/// The address in `/proc/net/tcp{,6}` form: 32-bit words in host byte order, as hex.
+fn proc_net_addr(hex: &str) -> Option<IpAddr> {
+    let words: Option<Vec<[u8; 4]>> = (0..hex.len() / 8)
+        .map(|i| {
+            u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16)
+                .ok()
+                .map(u32::to_ne_bytes)
+        })
+        .collect();
+    let bytes: Vec<u8> = words?.concat();
+    match bytes.len() {
+        4 => Some(IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?)),
+        16 => Some(IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?)),
+        _ => None,
+    }
+}
+
+/// Every TCP listener owned by one of `pids`.
+fn listeners_of(pids: &BTreeSet<i32>) -> Vec<Listener> {
+    let mut listening: BTreeMap<u64, (IpAddr, u16)> = BTreeMap::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 10 || fields[3] != "0A" {
+                continue;
+            }
+            let Some((addr, port)) = fields[1].split_once(':') else {
+                continue;
+            };
+            if let (Some(addr), Ok(port), Ok(inode)) = (
+                proc_net_addr(addr),
+                u16::from_str_radix(port, 16),
+                fields[9].parse::<u64>(),
+            ) {
+                listening.insert(inode, (addr, port));
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for pid in pids {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let inode = target
+                .to_str()
+                .and_then(|t| t.strip_prefix("socket:["))
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|t| t.parse::<u64>().ok());
+            if let Some((addr, port)) = inode.and_then(|i| listening.get(&i)) {
+                found.push(Listener {
+                    pid: *pid,
+                    comm: comm.clone(),
+                    addr: *addr,
+                    port: *port,
+                });
+            }
+        }
+    }
+    found
+}
+
+fn is_loopback(addr: &IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// gRPC status of a call without a token to each `127.0.0.1:<port>`, one line each.
+fn grpc_without_token(calls: &[(u16, &str)]) -> Vec<String> {
+    const PROBE: &str = r#"
+import sys, grpc
+for arg in sys.argv[1:]:
+    port, method = arg.split(" ", 1)
+    channel = grpc.insecure_channel("127.0.0.1:" + port)
+    call = channel.unary_unary(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    try:
+        call(b"", timeout=10)
+        print("OK")
+    except grpc.RpcError as error:
+        print(error.code().name, " ".join((error.details() or "").split()))
+"#;
+    let args: Vec<String> = calls.iter().map(|(p, m)| format!("{p} {m}")).collect();
+    let out = std::process::Command::new(common::ray_python())
+        .arg("-c")
+        .arg(PROBE)
+        .args(&args)
+        .env_remove("RAY_AUTH_TOKEN")
+        .env_remove("RAY_AUTH_TOKEN_PATH")
+        .output()
+        .expect("run the gRPC probe");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Checks that a running service's Ray cluster is private to this user: every listener of its
+/// processes is on loopback except Serve replicas' gRPC servers, which Ray binds to `[::]:0`
+/// itself (notes/ray-facts.md) and which refuse calls without the token; the GCS refuses them
+/// too; the dashboard's Jobs API answers 401 without the token; the token file is 0600 and on no
+/// command line; and our own status still shows every application RUNNING.
+fn ray_stays_private(env: &Env, service: &str) {
+    use std::os::unix::fs::PermissionsExt;
+
+    let cluster = env.json(&["get", "raycluster"])["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["metadata"]["labels"]["ray.io/originated-from-cr-name"] == service)
+        .cloned()
+        .expect("the service's cluster");
+    let name = cluster["metadata"]["name"].as_str().expect("name");
+    let endpoint = |what: &str| -> u16 {
+        cluster["status"]["endpoints"][what]
+            .as_str()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no {what} endpoint: {cluster}"))
+    };
+    let (dashboard, gcs) = (endpoint("dashboard"), endpoint("gcs-server"));
+
+    let nodes: Vec<i32> = pods_of(env, service)
+        .iter()
+        .filter_map(|p| p["pid"].as_i64())
+        .map(|p| p as i32)
+        .collect();
+    assert_eq!(nodes.len(), 2, "head and worker");
+    let processes = with_descendants(&nodes);
+    let listeners = listeners_of(&processes);
+    eprintln!("listeners of {name}: {listeners:?}");
+    assert!(
+        listeners
+            .iter()
+            .any(|l| l.port == gcs && is_loopback(&l.addr)),
+        "the GCS listens on loopback: {listeners:?}"
+    );
+    assert!(
+        listeners.iter().filter(|l| l.comm == "raylet").count() >= 4,
+        "both raylets seen: {listeners:?}"
+    );
+    let (loopback, exceptions): (Vec<&Listener>, Vec<&Listener>) =
+        listeners.iter().partition(|l| is_loopback(&l.addr));
+    assert!(loopback.len() >= 15, "{listeners:?}");
+    for l in &exceptions {
+        assert!(
+            l.comm.starts_with("ray::ServeRepli") && l.addr.is_unspecified(),
+            "pid {} ({}) listens on {}:{}: not loopback, not a documented exception",
+            l.pid,
+            l.comm,
+            l.addr,
+            l.port
+        );
+    }
+    let mut calls: Vec<(u16, &str)> = vec![(gcs, "/ray.rpc.NodeInfoGcsService/GetAllNodeInfo")];
+    calls.extend(
+        exceptions
+            .iter()
+            .map(|l| (l.port, "/ray.serve.ASGIService/HandleRequest")),
+    );
+    let answers = grpc_without_token(&calls);
+    assert_eq!(answers.len(), calls.len(), "{answers:?}");
+    for (answer, call) in answers.iter().zip(&calls) {
+        assert!(
+            answer.starts_with("UNAUTHENTICATED"),
+            "{call:?} without a token: {answer}"
+        );
+    }
+
+    let (status, body) = get(dashboard, "/api/jobs/").expect("dashboard answers");
+    assert_eq!(status, 401, "Jobs API without the token: {body}");
+    let (status, _) = get(dashboard, "/api/serve/applications/").expect("dashboard answers");
+    assert_eq!(status, 401);
+
+    let token_file = env
+        .home
+        .path()
+        .join("clusters")
+        .join(name)
+        .join("auth_token");
+    let mode = std::fs::metadata(&token_file)
+        .expect("token file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let token = std::fs::read_to_string(&token_file).expect("token");
+    for pid in &processes {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains(token.trim()),
+            "the token is on the command line of {pid}"
+        );
+    }
+
+    let object = env.json(&["get", "rayservice", service]);
+    let apps = object["status"]["activeServiceStatus"]["applicationStatuses"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!apps.is_empty(), "{object}");
+    for (app, status) in apps {
+        assert_eq!(status["status"], "RUNNING", "{app}");
+    }
 }
 
 #[test]
@@ -114,6 +384,12 @@ fn guide_example_and_a_second_service_run_locally() {
         get(env.dashboard_port, "/api/serve/applications/").expect("serve api answers");
     assert_eq!(status, 200);
     assert!(apps.contains("fruit_app"), "{apps}");
+
+    // Ray is private: loopback listeners only (or documented exceptions that refuse calls
+    // without the token), token authentication on, and still RUNNING through our own client.
+    ray_stays_private(&env, "rayservice-sample");
+    let (status, jobs) = get(env.dashboard_port, "/api/jobs/").expect("front answers");
+    assert_eq!(status, 200, "the front endpoint adds the token: {jobs}");
 
     // Guide step 4: get.
     let table = env.ok(&["get", "rayservice"]);
@@ -254,6 +530,29 @@ fn guide_example_and_a_second_service_run_locally() {
     assert_eq!(status, 404, "greeter has no /fruit route");
     let clusters = env.json(&["get", "raycluster"]);
     assert_eq!(clusters["items"].as_array().map(Vec::len), Some(2));
+    // greeter.yaml asks for `dashboard-host: 0.0.0.0`: ignored, with an event that says why.
+    let greeter_cluster = clusters["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["metadata"]["labels"]["ray.io/originated-from-cr-name"] == "greeter")
+        .and_then(|c| c["metadata"]["name"].as_str())
+        .expect("greeter's cluster")
+        .to_string();
+    let describe = env.ok(&["describe", "raycluster", &greeter_cluster]);
+    assert!(
+        describe.contains("RayStartParamIgnored")
+            && describe.contains("dashboard-host")
+            && describe.contains("127.0.0.1 only"),
+        "{describe}"
+    );
+    let greeter_token = env
+        .home
+        .path()
+        .join("clusters")
+        .join(&greeter_cluster)
+        .join("auth_token");
+    assert!(greeter_token.exists());
 
     // A clash of route prefixes between RayServices is refused at apply, and harms nothing.
     let stderr = env.fails(&["apply", "-f", &fixture("clash.yaml")]);
@@ -338,6 +637,7 @@ fn guide_example_and_a_second_service_run_locally() {
         );
     }
     assert!(!env.ok(&["get", "rayservice"]).contains("greeter"));
+    assert!(!greeter_token.exists(), "the cluster's token goes with it");
     assert!(
         env.post("/hello/", "Ada")
             .map(|(s, _)| s != 200)

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use rayservice_api::{Manifest, NodeType, RayClusterSpec, parse_manifests};
 use rayservice_k8s::build::ray_start_args;
+use rayservice_ray::install::RayRuntime;
 use rayservice_ray::node::{HeadPorts, NodeKind, NodeLaunch, NodePorts, is_local_only_param};
 
 fn repo() -> PathBuf {
@@ -88,9 +89,14 @@ fn local_args(
             head_gcs_address: "127.0.0.1:20000".into(),
         },
     };
+    let runtime = RayRuntime {
+        python: "/opt/ray/bin/python".into(),
+        ray: "/opt/ray/bin/ray".into(),
+        version: "2.60.0".into(),
+    };
     let launch = NodeLaunch::for_group(
         kind,
-        "/opt/ray/bin/ray".into(),
+        &runtime,
         "/tmp/rs-same/h".into(),
         ports(),
         params,
@@ -99,9 +105,8 @@ fn local_args(
     .expect("local node");
     let command = launch.command().expect("local command");
     command
-        .argv
+        .start_args()
         .iter()
-        .skip(1)
         .map(|a| a.to_string_lossy().into_owned())
         .collect()
 }

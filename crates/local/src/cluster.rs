@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rayservice_api::{RayClusterSpec, WorkerGroupSpec};
 use rayservice_core::{EventKind, random_suffix};
+use rayservice_ray::auth::AuthToken;
 use rayservice_ray::install::RayRuntime;
 use rayservice_ray::node::{HeadPorts, NodeKind, NodeLaunch, NodePorts, PortAllocator};
 use serde::{Deserialize, Serialize};
@@ -141,7 +142,8 @@ struct ClusterRuntime {
 
 /// Every local cluster's node processes.
 pub struct Clusters {
-    settings: Settings,
+    /// Settings in force (where each cluster's private files live).
+    pub settings: Settings,
     runtime: tokio::sync::OnceCell<RayRuntime>,
     state: Mutex<HashMap<String, ClusterRuntime>>,
     ports: Mutex<PortAllocator>,
@@ -419,6 +421,9 @@ impl Clusters {
             }
             let _ = std::fs::remove_dir_all(dir);
         }
+        if !name.is_empty() && !name.contains('/') && !name.starts_with('.') {
+            let _ = std::fs::remove_dir_all(self.settings.cluster_dir(name));
+        }
         self.lock().remove(name);
     }
 
@@ -445,6 +450,17 @@ impl Clusters {
                 failure,
             },
         );
+    }
+}
+
+/// What an event says about a `rayStartParams` key local mode sets itself.
+fn ignored_param_message(group: &str, key: &str, value: Option<&String>) -> String {
+    let why = rayservice_ray::node::why_owned(key).unwrap_or("local mode sets it itself");
+    match value {
+        Some(value) => {
+            format!("rayStartParams {key}: {value:?} of group {group} is ignored: {why}")
+        }
+        None => format!("rayStartParams {key} of group {group} is ignored: {why}"),
     }
 }
 
@@ -604,18 +620,26 @@ async fn start_node(
     });
     std::fs::create_dir_all(&node_dir)
         .map_err(|e| format!("cannot create {}: {e}", node_dir.display()))?;
-    let launch = NodeLaunch::for_group(
-        kind,
-        ray.ray.clone(),
-        node_dir,
-        ports.clone(),
-        &params,
-        &template,
-    )
-    .map_err(|e| format!("node {}: {e}", node.name))?;
+    let mut launch = NodeLaunch::for_group(kind, &ray, node_dir, ports.clone(), &params, &template)
+        .map_err(|e| format!("node {}: {e}", node.name))?;
+    // Every node of the cluster runs with the cluster's own token; the first one makes it.
+    let token_file = host.clusters().settings.cluster_token_file(&node.cluster);
+    AuthToken::read_or_create(&token_file)
+        .map_err(|e| format!("node {}: Ray token: {e}", node.name))?;
+    launch.auth_token_file = Some(token_file);
     let command = launch
         .command()
         .map_err(|e| format!("node {}: {e}", node.name))?;
+    if node.restarts == 0 {
+        for key in &command.overridden {
+            host.node_event(
+                &node.cluster,
+                EventKind::Warning,
+                "RayStartParamIgnored",
+                &ignored_param_message(&node.group, key, params.get(key)),
+            );
+        }
+    }
     tracing::info!(node = %node.name, command = %command.display(), "starting Ray node");
     node.ports = serde_json::to_value(&ports).unwrap_or_default();
     let child = process::spawn(&command.argv, &command.env, &log).map_err(|e| e.to_string())?;
@@ -625,4 +649,22 @@ async fn start_node(
     node.log_path = log.display().to_string();
     host.save_node(node)?;
     Ok(child)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ignored_param_names_the_key_its_value_and_why() {
+        let message =
+            ignored_param_message("headgroup", "dashboard-host", Some(&"0.0.0.0".to_string()));
+        assert_eq!(
+            message,
+            "rayStartParams dashboard-host: \"0.0.0.0\" of group headgroup is ignored: local Ray listens on 127.0.0.1 only, so that it is not reachable from the network (use the front endpoints to reach it)"
+        );
+        let message = ignored_param_message("small-group", "port", None);
+        assert!(message.starts_with("rayStartParams port of group small-group is ignored: "));
+        assert!(message.contains("port"), "{message}");
+    }
 }

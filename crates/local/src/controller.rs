@@ -12,6 +12,7 @@ use rayservice_core::{
     Action, ClusterMemory, Desired, EventKind, NodesObservation, Observed, ObservedCluster,
 };
 use rayservice_proxy::{FrontEndpoint, RouteTable, ServiceRoute};
+use rayservice_ray::auth::AuthToken;
 use rayservice_ray::dashboard::DashboardClient;
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -224,7 +225,7 @@ impl Controller {
         let dashboard = layout
             .as_ref()
             .filter(|_| nodes.head_running)
-            .map(|layout| DashboardClient::with_client(self.http.clone(), layout.dashboard_port));
+            .map(|layout| self.dashboard(&record.name, layout));
         let answer = contract::ask(dashboard.as_ref()).await;
         let proxies = match (&answer, &dashboard, &layout) {
             (DashboardAnswer::Answered(_), Some(dashboard), Some(layout)) => {
@@ -263,6 +264,24 @@ impl Controller {
             memory: seen.memory,
             nodes: seen.nodes,
             serve: seen.serve,
+        }
+    }
+
+    /// A client for a cluster's dashboard that sends the cluster's token. A token that
+    /// cannot be read (the cluster's first node has not made it yet) is left out; the
+    /// dashboard then refuses, which reads as "not ready".
+    fn dashboard(&self, cluster: &str, layout: &ClusterLayout) -> DashboardClient {
+        DashboardClient::with_client(self.http.clone(), layout.dashboard_port)
+            .with_token(self.cluster_token(cluster))
+    }
+
+    fn cluster_token(&self, cluster: &str) -> Option<AuthToken> {
+        match AuthToken::read(&self.settings.cluster_token_file(cluster)) {
+            Ok(token) => Some(token),
+            Err(error) => {
+                tracing::debug!(cluster, %error, "no Ray token for the cluster yet");
+                None
+            }
         }
     }
 
@@ -421,7 +440,7 @@ impl Controller {
                 &note,
             )?;
         }
-        let dashboard = DashboardClient::with_client(self.http.clone(), layout.dashboard_port);
+        let dashboard = self.dashboard(cluster, &layout);
         let outcome = contract::submit(
             &dashboard,
             cluster,
@@ -505,22 +524,32 @@ impl Controller {
                 serve_upstream,
                 prefixes,
             ));
-            dashboard_routes.push(ServiceRoute::new(
-                service.name.clone(),
-                dashboard_upstream,
-                Vec::<String>::new(),
-            ));
+            // The dashboard front listens on loopback only and stands in for the user's
+            // `kubectl port-forward`: it adds the cluster's token, so a browser or `ray job`
+            // on this machine works without knowing it.
+            let token = active
+                .as_deref()
+                .filter(|_| layout.is_some())
+                .and_then(|name| self.cluster_token(name));
+            dashboard_routes.push(
+                ServiceRoute::new(
+                    service.name.clone(),
+                    dashboard_upstream,
+                    Vec::<String>::new(),
+                )
+                .with_bearer_token(token.map(|t| t.secret().to_string())),
+            );
         }
         // RayClusters applied on their own: their dashboard by `Host: NAME-head-svc` (and by
         // default when nothing else is ready).
         for (name, layout) in &layouts {
             if standalone.contains(name) {
                 let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], layout.dashboard_port));
-                dashboard_routes.push(ServiceRoute::new(
-                    name.clone(),
-                    Some(upstream),
-                    Vec::<String>::new(),
-                ));
+                let token = self.cluster_token(name);
+                dashboard_routes.push(
+                    ServiceRoute::new(name.clone(), Some(upstream), Vec::<String>::new())
+                        .with_bearer_token(token.map(|t| t.secret().to_string())),
+                );
             }
         }
         self.serve_front.set_routes(RouteTable::new(serve_routes));

@@ -124,6 +124,17 @@ impl Settings {
         self.home.join("logs")
     }
 
+    /// A cluster's private files (its Ray token), removed with the cluster.
+    pub fn cluster_dir(&self, cluster: &str) -> PathBuf {
+        self.home.join("clusters").join(cluster)
+    }
+
+    /// The file holding a cluster's Ray token (mode 0600).
+    pub fn cluster_token_file(&self, cluster: &str) -> PathBuf {
+        self.cluster_dir(cluster)
+            .join(rayservice_ray::auth::TOKEN_FILE)
+    }
+
     /// Packaged `working_dir`s.
     pub fn packages_dir(&self) -> PathBuf {
         self.home.join("packages")

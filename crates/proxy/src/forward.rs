@@ -277,6 +277,12 @@ impl ConnCtx {
         // The front connection already handled `Expect: 100-continue`.
         parts.headers.remove(header::EXPECT);
         append_forwarded_for(&mut parts.headers, &self.peer_ip);
+        if let Some(authorization) = &upstream.authorization {
+            // Ours replaces whatever the client sent (Ray reads `Authorization` first).
+            parts
+                .headers
+                .insert(header::AUTHORIZATION, authorization.clone());
+        }
         if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
             parts
                 .headers

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use hyper::header::HeaderValue;
 use hyper::http::uri::Authority;
 
 use crate::stats::Counters;
@@ -47,6 +48,27 @@ pub struct ServiceRoute {
     /// Serve route prefixes of the service's applications (e.g. `"/fruit"`, `"/"`).
     /// Only used by [`EndpointKind::Serve`] endpoints.
     pub route_prefixes: Vec<String>,
+    /// Token sent upstream as `Authorization: Bearer <token>` on every request, replacing any
+    /// the client sent: the front endpoint then stands in for a client that holds the
+    /// cluster's token (Ray's token authentication). `None`: headers pass unchanged.
+    pub bearer_token: Option<BearerToken>,
+}
+
+/// A token a front endpoint adds to upstream requests; its `Debug` form does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(Arc<str>);
+
+impl BearerToken {
+    /// Wraps a token.
+    pub fn new(token: impl Into<Arc<str>>) -> Self {
+        Self(token.into())
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(..)")
+    }
 }
 
 impl ServiceRoute {
@@ -60,7 +82,14 @@ impl ServiceRoute {
             service: service.into(),
             upstream,
             route_prefixes: route_prefixes.into_iter().map(Into::into).collect(),
+            bearer_token: None,
         }
+    }
+
+    /// The same route, adding `token` (if any) to every upstream request.
+    pub fn with_bearer_token(mut self, token: Option<impl Into<Arc<str>>>) -> Self {
+        self.bearer_token = token.map(BearerToken::new);
+        self
     }
 }
 
@@ -84,6 +113,8 @@ impl RouteTable {
 pub(crate) struct Upstream {
     pub(crate) addr: SocketAddr,
     pub(crate) authority: Authority,
+    /// `Bearer <token>` to send upstream, marked sensitive.
+    pub(crate) authorization: Option<HeaderValue>,
 }
 
 /// One service of a compiled table.
@@ -118,6 +149,20 @@ pub(crate) struct CompiledRoutes {
     pub(crate) listing: String,
     /// The table this was compiled from.
     pub(crate) source: RouteTable,
+}
+
+/// The `Authorization` value for a token; `None` (and a warning) if it cannot be a header.
+fn bearer_header(token: &BearerToken) -> Option<HeaderValue> {
+    match HeaderValue::from_str(&format!("Bearer {}", token.0)) {
+        Ok(mut value) => {
+            value.set_sensitive(true);
+            Some(value)
+        }
+        Err(_) => {
+            tracing::warn!("upstream token cannot be sent as a header; not sent");
+            None
+        }
+    }
 }
 
 /// DNS tails accepted after `NAME-serve-svc`, longest first.
@@ -258,6 +303,7 @@ impl CompiledRoutes {
             let upstream = route.upstream.map(|addr| Upstream {
                 addr,
                 authority: authority_for(addr),
+                authorization: route.bearer_token.as_ref().and_then(bearer_header),
             });
             let mut normalized: Vec<String> = Vec::with_capacity(route.route_prefixes.len());
             for p in &route.route_prefixes {

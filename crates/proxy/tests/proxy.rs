@@ -265,6 +265,43 @@ async fn dashboard_routes_to_first_ready_or_by_head_svc_host() {
     ep.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_with_a_token_sends_it_upstream_in_place_of_the_clients() {
+    let a = TestUpstream::start("A").await;
+    let b = TestUpstream::start("B").await;
+    let ep = front(
+        EndpointKind::Dashboard,
+        vec![
+            ServiceRoute::new("private", Some(a.addr), Vec::<String>::new())
+                .with_bearer_token(Some("s3cret")),
+            ServiceRoute::new("open", Some(b.addr), Vec::<String>::new()),
+        ],
+    )
+    .await;
+    let cl = client();
+    let f = ep.local_addr();
+    let got = get(&cl, f, "/api/jobs/", None).await;
+    assert_eq!(got.header("x-seen-authorization"), "Bearer s3cret");
+    let req = Request::get(format!("http://{f}/api/jobs/"))
+        .header(header::HOST, "private-head-svc")
+        .header(header::AUTHORIZATION, "Bearer guessed")
+        .body(empty())
+        .expect("request");
+    let got = send(&cl, req).await;
+    assert_eq!(got.header("x-seen-authorization"), "Bearer s3cret");
+    // A route without a token passes the client's header on unchanged.
+    let req = Request::get(format!("http://{f}/"))
+        .header(header::HOST, "open-head-svc")
+        .header(header::AUTHORIZATION, "Bearer mine")
+        .body(empty())
+        .expect("request");
+    let got = send(&cl, req).await;
+    assert_eq!(got.body, "B");
+    assert_eq!(got.header("x-seen-authorization"), "Bearer mine");
+    assert!(!format!("{:?}", ep.routes()).contains("s3cret"));
+    ep.shutdown().await;
+}
+
 /// Byte at absolute offset `i` of the streamed test payload.
 fn pattern(offset: usize, len: usize) -> Bytes {
     (offset..offset + len).map(|i| (i % 251) as u8).collect()

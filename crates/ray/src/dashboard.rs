@@ -23,6 +23,8 @@ pub use rayservice_api::serve_api::{
 use serde::{Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
+use crate::auth::AuthToken;
+
 /// Timeout for reads of the dashboard's API.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Timeout for submitting a Serve config (the first one also starts Serve's controller).
@@ -109,12 +111,15 @@ pub enum DashboardError {
     },
 }
 
-/// A client for one cluster's dashboard, at `http://<host>:<port>`.
+/// A client for one cluster's dashboard, at `http://<host>:<port>`. With a token
+/// ([`DashboardClient::with_token`]) every call carries `Authorization: Bearer <token>`, as a
+/// cluster with Ray's token authentication wants (see [`crate::auth`]).
 #[derive(Debug, Clone)]
 pub struct DashboardClient {
     http: reqwest::Client,
     host: String,
     base_url: String,
+    token: Option<AuthToken>,
 }
 
 impl DashboardClient {
@@ -137,6 +142,28 @@ impl DashboardClient {
             http,
             host,
             base_url,
+            token: None,
+        }
+    }
+
+    /// The same client, sending `token` with every call (none: no `Authorization` header).
+    pub fn with_token(mut self, token: Option<AuthToken>) -> Self {
+        self.token = token;
+        self
+    }
+
+    fn get(&self, url: &str) -> reqwest::RequestBuilder {
+        self.authorized(self.http.get(url))
+    }
+
+    fn put(&self, url: &str) -> reqwest::RequestBuilder {
+        self.authorized(self.http.put(url))
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token.secret()),
+            None => request,
         }
     }
 
@@ -153,7 +180,7 @@ impl DashboardClient {
         config: &serde_json::Value,
     ) -> Result<(), DashboardError> {
         let url = format!("{}/api/serve/applications/", self.base_url);
-        let request = self.http.put(&url).timeout(SUBMIT_TIMEOUT).json(config);
+        let request = self.put(&url).timeout(SUBMIT_TIMEOUT).json(config);
         let (status, body) = send(request, &url).await?;
         expect_ok(&url, status, body)
     }
@@ -165,7 +192,7 @@ impl DashboardClient {
             "{}/api/serve/applications/?api_type=declarative",
             self.base_url
         );
-        let (status, body) = send(self.http.get(&url).timeout(REQUEST_TIMEOUT), &url).await?;
+        let (status, body) = send(self.get(&url).timeout(REQUEST_TIMEOUT), &url).await?;
         if status != 200 {
             return Err(status_error(&url, status, &body));
         }
@@ -180,7 +207,7 @@ impl DashboardClient {
     pub async fn gcs_healthz(&self) -> bool {
         let url = format!("{}/api/gcs_healthz", self.base_url);
         matches!(
-            send(self.http.get(&url).timeout(HEALTH_TIMEOUT), &url).await,
+            send(self.get(&url).timeout(HEALTH_TIMEOUT), &url).await,
             Ok((200, _))
         )
     }
@@ -189,7 +216,7 @@ impl DashboardClient {
     pub async fn serve_healthz(&self, serve_port: u16) -> bool {
         let url = format!("http://{}:{serve_port}/-/healthz", self.host);
         matches!(
-            send(self.http.get(&url).timeout(HEALTH_TIMEOUT), &url).await,
+            send(self.get(&url).timeout(HEALTH_TIMEOUT), &url).await,
             Ok((200, _))
         )
     }
@@ -201,7 +228,7 @@ impl DashboardClient {
         serve_port: u16,
     ) -> Result<BTreeMap<String, String>, DashboardError> {
         let url = format!("http://{}:{serve_port}/-/routes", self.host);
-        let (status, body) = send(self.http.get(&url).timeout(REQUEST_TIMEOUT), &url).await?;
+        let (status, body) = send(self.get(&url).timeout(REQUEST_TIMEOUT), &url).await?;
         if status != 200 {
             return Err(status_error(&url, status, &body));
         }
@@ -216,7 +243,7 @@ impl DashboardClient {
     /// (`GET /api/packages/gcs/<name>`).
     pub async fn package_exists(&self, uri: &str) -> Result<bool, DashboardError> {
         let url = self.package_url(uri)?;
-        let (status, body) = send(self.http.get(&url).timeout(REQUEST_TIMEOUT), &url).await?;
+        let (status, body) = send(self.get(&url).timeout(REQUEST_TIMEOUT), &url).await?;
         match status {
             200 => Ok(true),
             404 => Ok(false),
@@ -230,8 +257,7 @@ impl DashboardClient {
     /// that nothing references after a while, and all of them when the head restarts.
     pub async fn upload_package(&self, uri: &str, zip: Vec<u8>) -> Result<(), DashboardError> {
         let url = self.package_url(uri)?;
-        let (status, body) =
-            send(self.http.put(&url).timeout(SUBMIT_TIMEOUT).body(zip), &url).await?;
+        let (status, body) = send(self.put(&url).timeout(SUBMIT_TIMEOUT).body(zip), &url).await?;
         expect_ok(&url, status, body)
     }
 
@@ -653,6 +679,69 @@ mod tests {
             )
         });
         (port, handle)
+    }
+
+    /// Answers `n` requests with `200 {}` and hands back each one's `Authorization` header.
+    fn header_server(n: usize) -> (u16, std::thread::JoinHandle<Vec<Option<String>>>) {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for _ in 0..n {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream);
+                let mut authorization = None;
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':') {
+                        if name.eq_ignore_ascii_case("authorization") {
+                            authorization = Some(value.trim().to_string());
+                        } else if name.eq_ignore_ascii_case("content-length") {
+                            length = value.trim().parse().unwrap();
+                        }
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let mut stream = reader.into_inner();
+                write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                )
+                .unwrap();
+                seen.push(authorization);
+            }
+            seen
+        });
+        (port, handle)
+    }
+
+    #[tokio::test]
+    async fn every_call_carries_the_token_when_there_is_one() {
+        let token = AuthToken::parse(&"ab12".repeat(16)).unwrap();
+        let (port, server) = header_server(7);
+        let client = DashboardClient::new(port)
+            .unwrap()
+            .with_token(Some(token.clone()));
+        let _ = client.put_serve_applications(&serde_json::json!({})).await;
+        let _ = client.get_serve_applications().await;
+        let _ = client.gcs_healthz().await;
+        let _ = client.serve_healthz(port).await;
+        let _ = client.serve_routes(port).await;
+        let _ = client.package_exists("gcs://_ray_pkg_a.zip").await;
+        let _ = client.upload_package("gcs://_ray_pkg_a.zip", vec![1]).await;
+        let seen = server.join().unwrap();
+        assert_eq!(seen, vec![Some(token.bearer()); 7]);
+        assert!(!format!("{client:?}").contains(token.secret()));
+
+        let (port, server) = header_server(1);
+        let _ = DashboardClient::new(port).unwrap().gcs_healthz().await;
+        assert_eq!(server.join().unwrap(), vec![None]);
     }
 
     #[tokio::test]

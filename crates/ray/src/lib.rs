@@ -1,5 +1,6 @@
 //! Everything the project needs to know about Ray itself, as a library.
 //!
+//! - [`auth`]: Ray's token authentication, one private token per cluster.
 //! - [`node`]: the `ray start` command line of a head or worker node, with ports and a temp dir
 //!   of its own so several clusters can share one machine.
 //! - [`start`]: the one rule for `ray start`'s flags that both platforms follow.
@@ -10,12 +11,14 @@
 //!
 //! Facts about Ray 2.60 that this crate relies on are collected in `notes/ray-facts.md`.
 
+pub mod auth;
 pub mod dashboard;
 pub mod install;
 pub mod node;
 pub mod package;
 pub mod start;
 
+pub use auth::AuthToken;
 pub use dashboard::{DashboardClient, DashboardError, ServeDetails};
 pub use install::{InstallOptions, InstallProgress, RAY_VERSION, RayRuntime, find_or_install};
 pub use node::{HeadPorts, NodeCommand, NodeKind, NodeLaunch, NodePorts};

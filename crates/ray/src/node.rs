@@ -9,10 +9,25 @@
 //!
 //! Users configure nodes through `rayStartParams` (`key: value`; `"true"` is a bare flag,
 //! `"false"` drops the flag, as in KubeRay). A user value wins over our defaults
-//! (`dashboard-host`, `num-cpus`, `memory`, `labels`, `disable-usage-stats`), except for the
-//! keys in [`OWNED_PARAMS`]: every port, the temp dir, and the flags that decide what kind of
-//! node this is. Those must be ours for clusters on one machine not to clash, so a user value
-//! for them is dropped and reported in [`NodeCommand::overridden`].
+//! (`num-cpus`, `memory`, `labels`, `disable-usage-stats`), except for the keys in
+//! [`OWNED_PARAMS`]: every port, the temp dir, the flags that decide what kind of node this is,
+//! and the addresses it listens on (`node-ip-address`, `dashboard-host`: always `127.0.0.1`).
+//! Those must be ours for clusters on one machine not to clash and for Ray to stay private to
+//! this machine, so a user value for them is dropped and reported in
+//! [`NodeCommand::overridden`] ([`why_owned`] says why, for the user).
+//!
+//! # Ray private to this machine
+//!
+//! Measured with Ray 2.60 (`notes/ray-facts.md`): Ray binds every listener (GCS, raylet, object
+//! manager, agents, metrics, client server, core workers) to loopback only when the node's IP
+//! is exactly `127.0.0.1`. `ray start` replaces a `--node-ip-address=127.0.0.1` with the
+//! machine's LAN address unless `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, and with that setting a
+//! worker refuses to join any head. So every node gets `--node-ip-address=127.0.0.1` and that
+//! environment variable, the head runs plain `ray start`, and a worker runs `ray start` through
+//! [`LOOPBACK_WORKER_SHIM`], which lets it join and keeps its address on loopback. On top of
+//! that, when [`NodeLaunch::auth_token_file`] is set, Ray's token authentication
+//! (`RAY_AUTH_MODE=token`, Ray >= 2.52) protects every gRPC and HTTP entry point, including
+//! the one listener Ray cannot bind to loopback (each Serve replica's gRPC server, `[::]:0`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
@@ -25,6 +40,7 @@ use std::process::Command;
 use rayservice_api::resources::RayResources;
 use thiserror::Error;
 
+use crate::install::RayRuntime;
 use crate::start::{Platform, StartFlags};
 pub use crate::start::{VALUE_BOOLEAN_PARAMS, normalize_param_key};
 use rayservice_api::NodeType;
@@ -58,16 +74,61 @@ pub const OWNED_PARAMS: &[&str] = &[
     "redis-shard-ports",
     "temp-dir",
     "include-dashboard",
+    "node-ip-address",
+    "dashboard-host",
 ];
+
+/// Why local mode sets an [`OWNED_PARAMS`] key itself, in words for an event; `None` for a
+/// key local mode does not own.
+pub fn why_owned(key: &str) -> Option<&'static str> {
+    let key = normalize_param_key(key);
+    if !OWNED_PARAMS.contains(&key.as_str()) {
+        return None;
+    }
+    Some(match key.as_str() {
+        "node-ip-address" | "dashboard-host" => {
+            "local Ray listens on 127.0.0.1 only, so that it is not reachable from the network (use the front endpoints to reach it)"
+        }
+        "temp-dir" => "each local Ray node gets its own temp dir",
+        "head" | "address" | "block" | "include-dashboard" => {
+            "local mode decides how each node is started and joins its head"
+        }
+        _ => "local mode chooses every port itself so that clusters on one machine do not clash",
+    })
+}
+
+/// Python run as `python -c LOOPBACK_WORKER_SHIM start ...` to start a worker node with every
+/// listener on loopback.
+///
+/// With `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` (needed so that Ray keeps `127.0.0.1` as the node
+/// address instead of the machine's LAN address) `ray start --address=...` refuses to start a
+/// worker ("Multi-node Ray clusters are not supported on Windows and OSX"). The shim allows
+/// the worker in this one process and answers `127.0.0.1` wherever `ray start` asks for this
+/// node's address (for `--node-ip-address` and the head's `127.0.0.1` address, which it would
+/// otherwise turn into the LAN address), then runs Ray's own `ray start`. The processes it
+/// starts get `--node-ip-address=127.0.0.1` and the environment setting, as on the head.
+pub const LOOPBACK_WORKER_SHIM: &str = "\
+import sys
+import ray._private.ray_constants as ray_constants
+import ray._private.services as services
+ray_constants.ENABLE_RAY_CLUSTER = True
+services.get_node_ip_address = lambda address=None: '127.0.0.1'
+from ray.scripts.scripts import main
+sys.argv[0] = 'ray'
+sys.exit(main())
+";
+
+/// The address every local Ray node uses and listens on.
+pub const NODE_IP: &str = "127.0.0.1";
 
 /// `ray start` options in which a local node differs from the same node in Kubernetes, on
 /// purpose: the [`OWNED_PARAMS`] (every port, the temp dir, the head address, whether the
-/// dashboard runs), `dashboard-host` (loopback locally, every interface in a pod),
-/// `disable-usage-stats` (always locally) and `labels` (set locally only when asked). Every
-/// other option is the same on both platforms for the same YAML.
+/// dashboard runs, and the addresses: `node-ip-address` and `dashboard-host` are `127.0.0.1`
+/// locally, while a pod listens on every interface), `disable-usage-stats` (always locally)
+/// and `labels` (set locally only when asked). Every other option is the same on both
+/// platforms for the same YAML.
 pub fn is_local_only_param(key: &str) -> bool {
-    OWNED_PARAMS.contains(&key)
-        || ["dashboard-host", "disable-usage-stats", "labels"].contains(&key)
+    OWNED_PARAMS.contains(&key) || ["disable-usage-stats", "labels"].contains(&key)
 }
 
 /// Why a node's command line could not be built.
@@ -207,8 +268,10 @@ pub enum NodeKind {
 pub struct NodeLaunch {
     /// Head or worker.
     pub kind: NodeKind,
-    /// The `ray` executable of the Ray installation.
+    /// The `ray` executable of the Ray installation (runs a head).
     pub ray_executable: PathBuf,
+    /// The Python of the same installation (runs a worker, see [`LOOPBACK_WORKER_SHIM`]).
+    pub python: PathBuf,
     /// This node's own Ray temp dir: absolute, at most [`MAX_TEMP_DIR_BYTES`] bytes.
     pub temp_dir: PathBuf,
     /// This node's ports.
@@ -222,6 +285,10 @@ pub struct NodeLaunch {
     pub labels: BTreeMap<String, String>,
     /// Extra environment for the node; wins over [`NodeLaunch::default_env`].
     pub extra_env: Vec<(String, String)>,
+    /// File holding the cluster's token (mode 0600): when set, the node runs with Ray's token
+    /// authentication (`RAY_AUTH_MODE=token`, `RAY_AUTH_TOKEN_PATH`), and a `RAY_AUTH_TOKEN`
+    /// the server may have inherited is blanked so that it cannot win over the file.
+    pub auth_token_file: Option<PathBuf>,
 }
 
 /// A node's command line, ready for [`std::process::Command`] or tokio's equivalent.
@@ -247,6 +314,16 @@ impl NodeCommand {
     /// The arguments after the program.
     pub fn args(&self) -> &[OsString] {
         self.argv.get(1..).unwrap_or_default()
+    }
+
+    /// The `ray` arguments from `start` on (after the program, and after the shim of a worker).
+    pub fn start_args(&self) -> &[OsString] {
+        let start = self
+            .argv
+            .iter()
+            .position(|a| a == "start")
+            .unwrap_or(self.argv.len());
+        self.argv.get(start..).unwrap_or_default()
     }
 
     /// A [`Command`] with the program, arguments and environment set (nothing else).
@@ -283,7 +360,7 @@ impl NodeLaunch {
     /// `template`: the resources come from the template's Ray container.
     pub fn for_group(
         kind: NodeKind,
-        ray_executable: PathBuf,
+        runtime: &RayRuntime,
         temp_dir: PathBuf,
         ports: NodePorts,
         params: &BTreeMap<String, String>,
@@ -291,20 +368,24 @@ impl NodeLaunch {
     ) -> Result<NodeLaunch, NodeError> {
         Ok(NodeLaunch {
             kind,
-            ray_executable,
+            ray_executable: runtime.ray.clone(),
+            python: runtime.python.clone(),
             temp_dir,
             ports,
             ray_start_params: params.clone(),
             resources: RayResources::of_template(template)?,
             labels: BTreeMap::new(),
             extra_env: Vec::new(),
+            auth_token_file: None,
         })
     }
 
     /// The environment every node gets unless [`NodeLaunch::extra_env`] says otherwise:
     /// the Ray installation's `bin` first on `PATH`, no usage stats, no 30 s drain on SIGTERM
     /// (so stopping a node takes seconds), Serve's proxy without `SO_REUSEPORT` (a port clash
-    /// with another cluster then fails loudly instead of silently sharing traffic), and for
+    /// with another cluster then fails loudly instead of silently sharing traffic), node
+    /// addresses kept on `127.0.0.1` (see the module docs), token authentication when
+    /// [`NodeLaunch::auth_token_file`] is set, and for
     /// the head the two metrics ports Ray otherwise fixes at 44217/44227.
     pub fn default_env(&self) -> Vec<(String, String)> {
         let mut env = Vec::new();
@@ -322,6 +403,10 @@ impl NodeLaunch {
         env.extend([
             ("RAY_USAGE_STATS_ENABLED".to_string(), "0".to_string()),
             (
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER".to_string(),
+                "0".to_string(),
+            ),
+            (
                 "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S".to_string(),
                 "0".to_string(),
             ),
@@ -330,6 +415,20 @@ impl NodeLaunch {
                 "0".to_string(),
             ),
         ]);
+        match &self.auth_token_file {
+            Some(file) => env.extend([
+                ("RAY_AUTH_MODE".to_string(), "token".to_string()),
+                (
+                    "RAY_AUTH_TOKEN_PATH".to_string(),
+                    file.to_string_lossy().into_owned(),
+                ),
+                // Ray reads RAY_AUTH_TOKEN first when it is not empty.
+                ("RAY_AUTH_TOKEN".to_string(), String::new()),
+            ]),
+            // Ray 2.59+ turns token mode on by itself when ~/.ray/auth_token exists; nobody
+            // would then know which token the cluster wants.
+            None => env.push(("RAY_AUTH_MODE".to_string(), "disabled".to_string())),
+        }
         if let NodeKind::Head(head) = &self.kind {
             env.push((
                 "AUTOSCALER_METRIC_PORT".to_string(),
@@ -368,8 +467,8 @@ impl NodeLaunch {
                     ),
                 ]);
                 platform
-                    .defaults
-                    .push(("dashboard-host".into(), "127.0.0.1".into()));
+                    .owned
+                    .push(("dashboard-host".into(), NODE_IP.into()));
                 NodeType::Head
             }
             NodeKind::Worker { head_gcs_address } => {
@@ -399,6 +498,9 @@ impl NodeLaunch {
             platform.owned.push((flag.to_string(), port.to_string()));
         }
         platform.owned.push(("block".into(), "true".into()));
+        platform
+            .owned
+            .push(("node-ip-address".into(), NODE_IP.into()));
         let temp_dir = self.temp_dir.to_str().ok_or(NodeError::InvalidParamValue {
             key: "temp-dir".to_string(),
             reason: "the temp dir is not UTF-8",
@@ -416,7 +518,14 @@ impl NodeLaunch {
         }
 
         let flags = StartFlags::build(role, &self.ray_start_params, &self.resources, &platform)?;
-        let mut argv: Vec<OsString> = vec![self.ray_executable.clone().into_os_string()];
+        let mut argv: Vec<OsString> = match role {
+            NodeType::Head => vec![self.ray_executable.clone().into_os_string()],
+            NodeType::Worker => vec![
+                self.python.clone().into_os_string(),
+                "-c".into(),
+                LOOPBACK_WORKER_SHIM.into(),
+            ],
+        };
         argv.extend(flags.args().into_iter().map(OsString::from));
         let overridden = flags.overridden;
 
@@ -606,6 +715,7 @@ mod tests {
         NodeLaunch {
             kind,
             ray_executable: PathBuf::from("/opt/ray/bin/ray"),
+            python: PathBuf::from("/opt/ray/bin/python"),
             temp_dir: PathBuf::from("/tmp/rs-abc/h"),
             ports: node_ports(20000),
             ray_start_params: BTreeMap::new(),
@@ -616,6 +726,7 @@ mod tests {
             },
             labels: BTreeMap::new(),
             extra_env: Vec::new(),
+            auth_token_file: None,
         }
     }
 
@@ -646,6 +757,7 @@ mod tests {
                 "--memory=2147483648",
                 "--metrics-export-port=20006",
                 "--min-worker-port=20100",
+                "--node-ip-address=127.0.0.1",
                 "--node-manager-port=20007",
                 "--num-cpus=2",
                 "--object-manager-port=20008",
@@ -661,6 +773,32 @@ mod tests {
         assert_eq!(env["DASHBOARD_METRIC_PORT"], "20011");
         assert_eq!(env["RAY_USAGE_STATS_ENABLED"], "0");
         assert_eq!(env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"], "0");
+        assert_eq!(env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"], "0");
+        assert_eq!(env["RAY_AUTH_MODE"], "disabled");
+        assert!(!env.contains_key("RAY_AUTH_TOKEN_PATH"));
+    }
+
+    #[test]
+    fn token_authentication_for_every_node() {
+        let mut head = launch(NodeKind::Head(head_ports()));
+        head.auth_token_file = Some(PathBuf::from("/home/u/.rayservice/c/auth_token"));
+        let mut worker = head.clone();
+        worker.kind = NodeKind::Worker {
+            head_gcs_address: "127.0.0.1:20000".into(),
+        };
+        for node in [head, worker] {
+            let command = node.command().unwrap();
+            let env: BTreeMap<_, _> = command.env.iter().cloned().collect();
+            assert_eq!(env["RAY_AUTH_MODE"], "token");
+            assert_eq!(
+                env["RAY_AUTH_TOKEN_PATH"],
+                "/home/u/.rayservice/c/auth_token"
+            );
+            // An inherited RAY_AUTH_TOKEN would win over the file: it is blanked.
+            assert_eq!(env["RAY_AUTH_TOKEN"], "");
+            // The token itself is never on a command line.
+            assert!(!command.display().contains("auth_token"));
+        }
     }
 
     #[test]
@@ -675,14 +813,20 @@ mod tests {
         let command = node.command().unwrap();
         let argv = args(&command);
         assert_eq!(
-            &argv[..4],
+            &argv[..6],
             [
-                "/opt/ray/bin/ray",
+                "/opt/ray/bin/python",
+                "-c",
+                LOOPBACK_WORKER_SHIM,
                 "start",
                 "--address=127.0.0.1:20000",
                 "--block"
             ]
         );
+        assert_eq!(command.start_args().len(), argv.len() - 3);
+        assert!(argv.contains(&"--node-ip-address=127.0.0.1".to_string()));
+        let env: BTreeMap<_, _> = command.env.iter().cloned().collect();
+        assert_eq!(env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"], "0");
         assert!(!argv.contains(&"--head".to_string()));
         assert!(argv.contains(&"--num-cpus=1".to_string()));
         assert!(argv.contains(&"--temp-dir=/tmp/rs-abc/w0".to_string()));
@@ -714,6 +858,7 @@ mod tests {
         node.ray_start_params = BTreeMap::from([
             ("num-cpus".to_string(), "0".to_string()),
             ("dashboard-host".to_string(), "0.0.0.0".to_string()),
+            ("node_ip_address".to_string(), "10.1.2.3".to_string()),
             ("port".to_string(), "6379".to_string()),
             ("--temp_dir".to_string(), "/tmp/ray".to_string()),
             (
@@ -731,7 +876,14 @@ mod tests {
         let argv = args(&command);
         assert!(argv.contains(&"--num-cpus=0".to_string()));
         assert!(!argv.contains(&"--num-cpus=2".to_string()));
-        assert!(argv.contains(&"--dashboard-host=0.0.0.0".to_string()));
+        // KubeRay's idiom for a pod; locally Ray stays on loopback.
+        assert!(argv.contains(&"--dashboard-host=127.0.0.1".to_string()));
+        assert!(argv.contains(&"--node-ip-address=127.0.0.1".to_string()));
+        assert!(
+            !argv
+                .iter()
+                .any(|a| a.contains("0.0.0.0") || a.contains("10.1.2.3"))
+        );
         assert!(argv.contains(&"--port=20000".to_string()));
         assert!(
             !argv
@@ -756,10 +908,23 @@ mod tests {
             [
                 "--temp_dir",
                 "dashboard-agent-listen-port",
+                "dashboard-host",
                 "include-dashboard",
+                "node_ip_address",
                 "port"
             ]
         );
+        for key in &overridden {
+            assert!(why_owned(key).is_some(), "{key}");
+        }
+        assert!(why_owned("dashboard-host").unwrap().contains("127.0.0.1"));
+        assert!(
+            why_owned("--node_ip_address")
+                .unwrap()
+                .contains("127.0.0.1")
+        );
+        assert!(why_owned("port").unwrap().contains("port"));
+        assert_eq!(why_owned("num-cpus"), None);
     }
 
     #[test]

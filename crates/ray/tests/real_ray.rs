@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
+use rayservice_ray::auth::AuthToken;
 use rayservice_ray::dashboard::{ApplicationStatus, DashboardClient, DashboardError};
 use rayservice_ray::install::{PYTHON_ENV, RAY_VERSION, verify_python};
 use rayservice_ray::node::{NodeKind, NodeLaunch, PortAllocator};
@@ -181,9 +182,13 @@ async fn two_node_cluster_serves_the_examples() {
     let mut ports = PortAllocator::new();
     let head_ports = ports.head_ports().expect("head ports");
     let serve_port = ports.port().expect("serve port");
+    let token_file = dir.join("secret").join(rayservice_ray::auth::TOKEN_FILE);
+    let token = AuthToken::read_or_create(&token_file).expect("token");
     let mut launch = |kind, temp: &str, cpus| NodeLaunch {
         kind,
         ray_executable: runtime.ray.clone(),
+        python: runtime.python.clone(),
+        auth_token_file: Some(token_file.clone()),
         temp_dir: dir.join(temp),
         ports: ports.node_ports(50).expect("node ports"),
         ray_start_params: BTreeMap::new(),
@@ -207,7 +212,9 @@ async fn two_node_cluster_serves_the_examples() {
 
     let started = Instant::now();
     cluster.nodes.push(spawn(&head, &dir.join("head.log")));
-    let dashboard = DashboardClient::new(head_ports.dashboard).expect("client");
+    let dashboard = DashboardClient::new(head_ports.dashboard)
+        .expect("client")
+        .with_token(Some(token.clone()));
     wait_for(
         "dashboard answers gcs_healthz",
         Duration::from_secs(60),
@@ -231,6 +238,15 @@ async fn two_node_cluster_serves_the_examples() {
         .await
         .expect("GET before Serve runs");
     assert!(!before.serve_started() && before.applications.is_empty());
+    // Token authentication is on: without the token the dashboard refuses.
+    let anonymous = DashboardClient::new(head_ports.dashboard)
+        .expect("client")
+        .get_serve_applications()
+        .await;
+    assert!(
+        matches!(anonymous, Err(DashboardError::Status { status: 401, .. })),
+        "{anonymous:?}"
+    );
 
     let uri = package_dir(&examples, &dir.join("packages"), &PackageOptions::default())
         .expect("package examples");

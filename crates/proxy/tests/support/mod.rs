@@ -210,6 +210,7 @@ async fn handle(state: Arc<UpState>, mut req: Request<Incoming>) -> Response<Tes
             h.insert("x-seen-hop", seen("x-hop"));
             h.insert("x-seen-keep-alive", seen("keep-alive"));
             h.insert("x-seen-custom", seen("x-custom"));
+            h.insert("x-seen-authorization", seen("authorization"));
             h.insert(
                 "x-seen-method",
                 HeaderValue::from_str(req.method().as_str()).expect("method"),
