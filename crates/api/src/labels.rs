@@ -24,8 +24,8 @@ pub const LABEL_SERVE: &str = "ray.io/serve";
 /// The group label value of the head pod (as in KubeRay).
 pub const HEAD_GROUP: &str = "headgroup";
 /// Annotation on a RayCluster: the hash of its spec without what the autoscaler owns
-/// (KubeRay's name).
-pub const HASH_ANNOTATION: &str = "ray.io/hash-without-replicas-and-workers-to-delete";
+/// (KubeRay's name). KubeRay's other annotations are in [`crate::types::annotations`].
+pub use crate::types::annotations::HASH_WITHOUT_REPLICAS_AND_WORKERS_TO_DELETE as HASH_ANNOTATION;
 /// Finalizer that lets the operator remove what it created before a RayService goes.
 pub const RAYSERVICE_FINALIZER: &str = "ray.io/rayservice-finalizer";
 /// Annotation on a RayCluster: what the core remembers about it, as JSON.

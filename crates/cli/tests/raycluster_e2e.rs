@@ -9,28 +9,23 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{Env, alive, eventually, repo};
+use common::{Env, alive, eventually, repo, send};
 
+/// A request to the dashboard front endpoint for this cluster, by its head service name.
 fn request(
     method: reqwest::Method,
     port: u16,
     path: &str,
     body: Option<Value>,
 ) -> Result<(u16, String), String> {
-    let client = reqwest::blocking::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut request = client
-        .request(method, format!("http://127.0.0.1:{port}{path}"))
-        .header("host", "raycluster-kuberay-head-svc");
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    Ok((status, response.text().map_err(|e| e.to_string())?))
+    let body = body.map(|b| b.to_string());
+    send(
+        method,
+        port,
+        path,
+        body.as_deref(),
+        Some("raycluster-kuberay-head-svc"),
+    )
 }
 
 #[test]

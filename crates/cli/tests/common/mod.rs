@@ -198,11 +198,12 @@ impl Drop for Env {
     }
 }
 
-/// A POST with an optional Host header; (status, body).
-pub fn post(
+/// One request to 127.0.0.1:`port` with an optional JSON body and Host header; (status, body).
+pub fn send(
+    method: reqwest::Method,
     port: u16,
     path: &str,
-    body: &str,
+    body: Option<&str>,
     host: Option<&str>,
 ) -> Result<(u16, String), String> {
     let client = reqwest::blocking::Client::builder()
@@ -210,10 +211,12 @@ pub fn post(
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| e.to_string())?;
-    let mut request = client
-        .post(format!("http://127.0.0.1:{port}{path}"))
-        .header("content-type", "application/json")
-        .body(body.to_string());
+    let mut request = client.request(method, format!("http://127.0.0.1:{port}{path}"));
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
     if let Some(host) = host {
         request = request.header("host", host);
     }
@@ -222,19 +225,19 @@ pub fn post(
     Ok((status, response.text().map_err(|e| e.to_string())?))
 }
 
+/// A POST with an optional Host header; (status, body).
+pub fn post(
+    port: u16,
+    path: &str,
+    body: &str,
+    host: Option<&str>,
+) -> Result<(u16, String), String> {
+    send(reqwest::Method::POST, port, path, Some(body), host)
+}
+
 /// A GET; (status, body).
 pub fn get(port: u16, path: &str) -> Result<(u16, String), String> {
-    let client = reqwest::blocking::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let response = client
-        .get(format!("http://127.0.0.1:{port}{path}"))
-        .send()
-        .map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    Ok((status, response.text().map_err(|e| e.to_string())?))
+    send(reqwest::Method::GET, port, path, None, None)
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
