@@ -437,13 +437,30 @@ impl LeaderElector {
             retry_every: self.retry_every(),
             renew_deadline: self.renew_deadline(),
         };
-        hold_lease(
+        let error = hold_lease(
             &self.lease(),
             timing,
             || self.last_renewed(),
             || self.renew(),
         )
-        .await
+        .await;
+        if matches!(error, OperateError::RenewFailed { .. }) {
+            // Say who took it over, when someone did: one read, bounded, never a write.
+            let bound = self.renew_every.max(Duration::from_secs(1));
+            if let Ok(Ok(Some(lease))) =
+                tokio::time::timeout(bound, self.leases.get_opt(&self.name)).await
+                && let Some(holder) = lease
+                    .spec
+                    .and_then(|spec| spec.holder_identity)
+                    .filter(|holder| *holder != self.identity)
+            {
+                return OperateError::LeaseTaken {
+                    lease: self.lease(),
+                    holder,
+                };
+            }
+        }
+        error
     }
 
     /// Gives the lease up, if this identity holds it, so that a successor takes over at once.
