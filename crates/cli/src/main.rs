@@ -169,7 +169,14 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    Ok(Duration::from_secs_f64(seconds))
+    // A year is more than any wait needs; beyond it, deadlines would overflow the clock.
+    const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+    if !(0.0..=MAX_SECONDS).contains(&seconds) {
+        return Err(format!(
+            "`{text}` is too long a duration; at most a year (8760h)"
+        ));
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
 }
 
 fn main() -> ExitCode {
@@ -922,6 +929,11 @@ mod tests {
         assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("2777777777777777h").is_err());
+        assert_eq!(
+            parse_duration("8760h"),
+            Ok(Duration::from_secs(365 * 24 * 3600))
+        );
     }
 
     #[test]
