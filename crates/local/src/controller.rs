@@ -683,8 +683,7 @@ impl NodeHost for Controller {
     }
 
     fn cluster_record(&self, cluster: &str) -> Result<Option<ClusterRecord>, String> {
-        self.with_store(|s| Ok(s.clusters(None)?.into_iter().find(|c| c.name == cluster)))
-            .map_err(|e| e.to_string())
+        Controller::cluster_record(self, cluster).map_err(|e| e.to_string())
     }
 
     fn cluster_nodes(&self, cluster: &str) -> Vec<NodeRecord> {

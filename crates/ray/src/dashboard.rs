@@ -639,6 +639,53 @@ mod tests {
         assert_eq!(round_trip, details);
     }
 
+    /// One HTTP request as a test server read it: request line, headers, body, and the stream
+    /// to answer on.
+    struct Received {
+        line: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        stream: std::net::TcpStream,
+    }
+
+    impl Received {
+        fn header(&self, name: &str) -> Option<String> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        }
+    }
+
+    fn receive(stream: std::net::TcpStream) -> Received {
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let mut headers = Vec::new();
+        loop {
+            let mut header = String::new();
+            reader.read_line(&mut header).unwrap();
+            if header.trim().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                headers.push((name.trim().to_string(), value.trim().to_string()));
+            }
+        }
+        let length = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        Received {
+            line: line.trim().to_string(),
+            headers,
+            body,
+            stream: reader.into_inner(),
+        }
+    }
+
     /// Answers one HTTP request with `status` and `body`, and hands back the request line and body.
     fn one_shot_server(
         status: &'static str,
@@ -648,34 +695,16 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let handle = std::thread::spawn(move || {
             let (stream, _) = listener.accept().unwrap();
-            let mut reader = BufReader::new(stream);
-            let mut request_line = String::new();
-            reader.read_line(&mut request_line).unwrap();
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                if line.trim().is_empty() {
-                    break;
-                }
-                if let Some((name, value)) = line.split_once(':')
-                    && name.eq_ignore_ascii_case("content-length")
-                {
-                    length = value.trim().parse().unwrap();
-                }
-            }
-            let mut request_body = vec![0; length];
-            reader.read_exact(&mut request_body).unwrap();
-            let mut stream = reader.into_inner();
+            let mut request = receive(stream);
             write!(
-                stream,
+                request.stream,
                 "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             )
             .unwrap();
             (
-                request_line.trim().to_string(),
-                String::from_utf8_lossy(&request_body).into_owned(),
+                request.line,
+                String::from_utf8_lossy(&request.body).into_owned(),
             )
         });
         (port, handle)
@@ -689,32 +718,13 @@ mod tests {
             let mut seen = Vec::new();
             for _ in 0..n {
                 let (stream, _) = listener.accept().unwrap();
-                let mut reader = BufReader::new(stream);
-                let mut authorization = None;
-                let mut length = 0usize;
-                loop {
-                    let mut line = String::new();
-                    reader.read_line(&mut line).unwrap();
-                    if line.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((name, value)) = line.split_once(':') {
-                        if name.eq_ignore_ascii_case("authorization") {
-                            authorization = Some(value.trim().to_string());
-                        } else if name.eq_ignore_ascii_case("content-length") {
-                            length = value.trim().parse().unwrap();
-                        }
-                    }
-                }
-                let mut body = vec![0; length];
-                reader.read_exact(&mut body).unwrap();
-                let mut stream = reader.into_inner();
+                let mut request = receive(stream);
                 write!(
-                    stream,
+                    request.stream,
                     "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
                 )
                 .unwrap();
-                seen.push(authorization);
+                seen.push(request.header("authorization"));
             }
             seen
         });

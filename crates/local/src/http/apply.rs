@@ -23,27 +23,22 @@ pub(super) async fn apply(
     Json(request): Json<ApplyRequest>,
 ) -> Response {
     // The RayClusters are checked before anything is stored.
-    if let Err(message) = super::rayclusters::diff_rayclusters(&state.controller, &request) {
-        return error(StatusCode::BAD_REQUEST, &message);
-    }
-    let services = if request.objects.is_empty() {
-        Ok(Vec::new())
-    } else {
-        apply_objects(&state.controller, &request).await
+    let clusters = match super::rayclusters::plan(&state.controller, &request) {
+        Ok(clusters) => clusters,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
-    match services {
-        Ok(mut results) => {
-            for result in &results {
-                state.controller.wake(&result.name);
-            }
-            match super::rayclusters::apply_rayclusters(&state.controller, &request) {
-                Ok(clusters) => results.extend(clusters),
-                Err(message) => return error(StatusCode::BAD_REQUEST, &message),
-            }
-            Json(results).into_response()
-        }
-        Err(message) => error(StatusCode::BAD_REQUEST, &message),
+    let mut results = match apply_objects(&state.controller, &request).await {
+        Ok(results) => results,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+    };
+    for result in &results {
+        state.controller.wake(&result.name);
     }
+    match super::rayclusters::apply_rayclusters(&state.controller, clusters) {
+        Ok(clusters) => results.extend(clusters),
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+    }
+    Json(results).into_response()
 }
 
 pub(super) async fn diff(

@@ -18,7 +18,7 @@ use crate::store::NO_OWNER;
 use crate::wire::{ApplyRequest, ApplyResult};
 
 /// A RayCluster of a request, checked, with what an apply would do to it.
-struct Planned {
+pub(super) struct Planned {
     name: String,
     object: Value,
     outcome: &'static str,
@@ -26,7 +26,10 @@ struct Planned {
 
 /// Checks every RayCluster of a request against what is stored: names must not be taken by a
 /// RayService's cluster.
-fn plan(controller: &Arc<Controller>, request: &ApplyRequest) -> Result<Vec<Planned>, String> {
+pub(super) fn plan(
+    controller: &Arc<Controller>,
+    request: &ApplyRequest,
+) -> Result<Vec<Planned>, String> {
     let file = &request.file;
     let stored = controller
         .with_store(|s| s.rayclusters())
@@ -91,12 +94,11 @@ fn plan(controller: &Arc<Controller>, request: &ApplyRequest) -> Result<Vec<Plan
     Ok(planned)
 }
 
-/// Stores the RayClusters of a request and starts what changed.
+/// Stores the planned RayClusters of a request and starts what changed.
 pub(super) fn apply_rayclusters(
     controller: &Arc<Controller>,
-    request: &ApplyRequest,
+    planned: Vec<Planned>,
 ) -> Result<Vec<ApplyResult>, String> {
-    let planned = plan(controller, request)?;
     let mut results = Vec::new();
     for Planned {
         name,
