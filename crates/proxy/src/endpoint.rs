@@ -1,6 +1,5 @@
 //! [`FrontEndpoint`]: the listening side of the proxy.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -28,7 +27,7 @@ use crate::config::{EndpointConfig, REJECT_CONCURRENCY};
 use crate::error::ProxyError;
 use crate::forward::{ConnCtx, ProxyBody, Shared, text_response, wait_true};
 use crate::routes::{CompiledRoutes, EndpointKind, RouteTable};
-use crate::stats::{Counters, EndpointStats};
+use crate::stats::{CounterMaps, EndpointStats};
 
 /// Default bound on how long [`FrontEndpoint::shutdown`] waits for in-flight requests.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -61,8 +60,8 @@ pub struct FrontEndpoint {
     config: EndpointConfig,
     local_addr: SocketAddr,
     shared: Arc<Shared>,
-    /// Service name -> counters, also serializes `set_routes` calls.
-    counters: Mutex<HashMap<String, Arc<Counters>>>,
+    /// Counters by service and by cluster, also serializes `set_routes` calls.
+    counters: Mutex<CounterMaps>,
     shutdown_tx: Option<oneshot::Sender<Duration>>,
     accept_task: Option<JoinHandle<()>>,
 }
@@ -109,7 +108,7 @@ impl FrontEndpoint {
             .timer(TokioTimer::new())
             .build(connector);
 
-        let mut counters = HashMap::new();
+        let mut counters = CounterMaps::default();
         let routes = CompiledRoutes::compile(kind, RouteTable::default(), &mut counters);
         let (tunnels_stop_tx, tunnels_stop) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -171,12 +170,21 @@ impl FrontEndpoint {
     /// Snapshot of the per-service request and error counters.
     pub fn stats(&self) -> EndpointStats {
         let routes = self.shared.routes.load();
+        let clusters = self
+            .counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .backends
+            .iter()
+            .map(|(name, c)| (name.clone(), c.snapshot()))
+            .collect();
         EndpointStats {
             services: routes
                 .services
                 .iter()
                 .map(|s| (s.name.to_string(), s.counters.snapshot()))
                 .collect(),
+            clusters,
             unmatched: self.shared.unmatched.load(Ordering::Relaxed),
         }
     }

@@ -45,5 +45,5 @@ pub use config::{
 };
 pub use endpoint::{DEFAULT_SHUTDOWN_GRACE, FrontEndpoint};
 pub use error::ProxyError;
-pub use routes::{BearerToken, EndpointKind, RouteTable, ServiceRoute};
-pub use stats::{EndpointStats, ServiceStats};
+pub use routes::{Backend, BearerToken, EndpointKind, RouteTable, ServiceRoute};
+pub use stats::{ClusterStats, EndpointStats, ServiceStats};

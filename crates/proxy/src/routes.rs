@@ -1,7 +1,6 @@
 //! Route tables: the public description ([`RouteTable`]) and its compiled,
 //! lookup-friendly form used on the request path.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hyper::header::HeaderValue;
 use hyper::http::uri::Authority;
 
-use crate::stats::Counters;
+use crate::stats::{BackendCounters, CounterMaps, Counters};
 
 /// Which Kubernetes Service a [`crate::FrontEndpoint`] stands in for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,17 +40,48 @@ impl EndpointKind {
 pub struct ServiceRoute {
     /// RayService name (`metadata.name`).
     pub service: String,
-    /// Address of the Ray cluster endpoint currently serving this RayService
-    /// (Serve HTTP port or dashboard port, depending on the endpoint kind);
-    /// `None` while no cluster is ready yet.
-    pub upstream: Option<SocketAddr>,
+    /// The Ray clusters serving this RayService now, each with its share of the requests
+    /// (one during normal operation, two while an incremental upgrade moves traffic);
+    /// empty while no cluster is ready yet.
+    pub backends: Vec<Backend>,
     /// Serve route prefixes of the service's applications (e.g. `"/fruit"`, `"/"`).
     /// Only used by [`EndpointKind::Serve`] endpoints.
     pub route_prefixes: Vec<String>,
+}
+
+/// One Ray cluster behind a service, and the share of requests it gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// The cluster's name: its requests are counted under it in [`crate::EndpointStats`],
+    /// including those still in flight after it left the table.
+    pub cluster: String,
+    /// Address of the cluster's endpoint (Serve HTTP port or dashboard port, depending on the
+    /// endpoint kind).
+    pub addr: SocketAddr,
+    /// Relative share of new requests (a percentage in practice); 0 gets none.
+    pub weight: u32,
     /// Token sent upstream as `Authorization: Bearer <token>` on every request, replacing any
     /// the client sent: the front endpoint then stands in for a client that holds the
     /// cluster's token (Ray's token authentication). `None`: headers pass unchanged.
     pub bearer_token: Option<BearerToken>,
+}
+
+impl Backend {
+    /// The cluster `cluster` at `addr`, with weight `weight` and no token.
+    pub fn new(cluster: impl Into<String>, addr: SocketAddr, weight: u32) -> Self {
+        Self {
+            cluster: cluster.into(),
+            addr,
+            weight,
+            bearer_token: None,
+        }
+    }
+
+    /// The same backend, adding `token` (if any) to every upstream request.
+    pub fn with_bearer_token(mut self, token: Option<impl Into<Arc<str>>>) -> Self {
+        self.bearer_token = token.map(BearerToken::new);
+        self
+    }
 }
 
 /// A token a front endpoint adds to upstream requests; its `Debug` form does not show it.
@@ -72,23 +102,35 @@ impl std::fmt::Debug for BearerToken {
 }
 
 impl ServiceRoute {
-    /// Convenience constructor.
+    /// A service served by one upstream (counted under the service's own name), or by none.
     pub fn new(
         service: impl Into<String>,
         upstream: Option<SocketAddr>,
         route_prefixes: impl IntoIterator<Item = impl Into<String>>,
     ) -> Self {
+        let service = service.into();
         Self {
-            service: service.into(),
-            upstream,
+            backends: upstream
+                .map(|addr| Backend::new(service.clone(), addr, 100))
+                .into_iter()
+                .collect(),
+            service,
             route_prefixes: route_prefixes.into_iter().map(Into::into).collect(),
-            bearer_token: None,
         }
     }
 
-    /// The same route, adding `token` (if any) to every upstream request.
+    /// The same route, served by `backends` instead.
+    pub fn with_backends(mut self, backends: Vec<Backend>) -> Self {
+        self.backends = backends;
+        self
+    }
+
+    /// The same route, adding `token` (if any) to every upstream request of every backend.
     pub fn with_bearer_token(mut self, token: Option<impl Into<Arc<str>>>) -> Self {
-        self.bearer_token = token.map(BearerToken::new);
+        let token = token.map(|t| BearerToken::new(t.into()));
+        for backend in &mut self.backends {
+            backend.bearer_token = token.clone();
+        }
         self
     }
 }
@@ -111,18 +153,65 @@ impl RouteTable {
 /// A resolved upstream: socket address plus the pre-rendered URI authority.
 #[derive(Debug, Clone)]
 pub(crate) struct Upstream {
+    /// The cluster's name, for logs and answers.
+    pub(crate) cluster: Arc<str>,
     pub(crate) addr: SocketAddr,
     pub(crate) authority: Authority,
     /// `Bearer <token>` to send upstream, marked sensitive.
     pub(crate) authorization: Option<HeaderValue>,
+    /// Its share of new requests.
+    weight: u64,
+    /// Its counters, shared with every table that names the cluster.
+    pub(crate) counters: Arc<BackendCounters>,
 }
 
 /// One service of a compiled table.
 #[derive(Debug)]
 pub(crate) struct CompiledService {
     pub(crate) name: Arc<str>,
-    pub(crate) upstream: Option<Upstream>,
+    /// Backends with a weight above 0 (or the first one, when all have 0).
+    upstreams: Vec<Upstream>,
+    /// Sum of the weights of `upstreams`.
+    total_weight: u64,
+    /// Requests picked so far: the weighted choice is a deterministic interleaving, so every
+    /// window of `total_weight` requests splits exactly by weight.
+    picks: AtomicU64,
     pub(crate) counters: Arc<Counters>,
+}
+
+/// A prime that spreads consecutive requests over the weight slots (coprime with any total
+/// weight below it, so every slot is visited once per cycle).
+const SPREAD: u64 = 7919;
+
+impl CompiledService {
+    /// Whether any cluster serves this service.
+    pub(crate) fn has_upstream(&self) -> bool {
+        !self.upstreams.is_empty()
+    }
+
+    /// The upstream for the next request, by weight; `None` when no cluster serves.
+    pub(crate) fn pick(&self) -> Option<&Upstream> {
+        match self.upstreams.as_slice() {
+            [] => None,
+            [only] => Some(only),
+            upstreams => {
+                let n = self.picks.fetch_add(1, Ordering::Relaxed);
+                let total = self.total_weight.max(1);
+                let mut slot = if total % SPREAD == 0 {
+                    n % total
+                } else {
+                    n.wrapping_mul(SPREAD) % total
+                };
+                for upstream in upstreams {
+                    if slot < upstream.weight {
+                        return Some(upstream);
+                    }
+                    slot -= upstream.weight;
+                }
+                upstreams.last()
+            }
+        }
+    }
 }
 
 /// Result of routing one request.
@@ -293,18 +382,39 @@ impl CompiledRoutes {
     pub(crate) fn compile(
         kind: EndpointKind,
         table: RouteTable,
-        counters: &mut HashMap<String, Arc<Counters>>,
+        counters: &mut CounterMaps,
     ) -> Self {
         let mut services = Vec::with_capacity(table.services.len());
         let mut prefixes = Vec::new();
         let mut listing = String::new();
         for (idx, route) in table.services.iter().enumerate() {
-            let counter = counters.entry(route.service.clone()).or_default().clone();
-            let upstream = route.upstream.map(|addr| Upstream {
-                addr,
-                authority: authority_for(addr),
-                authorization: route.bearer_token.as_ref().and_then(bearer_header),
-            });
+            let counter = counters
+                .services
+                .entry(route.service.clone())
+                .or_default()
+                .clone();
+            let mut upstreams: Vec<Upstream> = route
+                .backends
+                .iter()
+                .map(|backend| Upstream {
+                    cluster: Arc::from(backend.cluster.as_str()),
+                    addr: backend.addr,
+                    authority: authority_for(backend.addr),
+                    authorization: backend.bearer_token.as_ref().and_then(bearer_header),
+                    weight: u64::from(backend.weight),
+                    counters: counters
+                        .backends
+                        .entry(backend.cluster.clone())
+                        .or_default()
+                        .clone(),
+                })
+                .collect();
+            if upstreams.iter().any(|u| u.weight > 0) {
+                upstreams.retain(|u| u.weight > 0);
+            } else {
+                upstreams.truncate(1);
+            }
+            let total_weight = upstreams.iter().map(|u| u.weight).sum();
             let mut normalized: Vec<String> = Vec::with_capacity(route.route_prefixes.len());
             for p in &route.route_prefixes {
                 let p = normalize_prefix(p);
@@ -319,20 +429,32 @@ impl CompiledRoutes {
             if kind == EndpointKind::Serve {
                 let _ = write!(listing, " (prefixes: {})", join_or_none(&normalized));
             }
-            if upstream.is_none() {
+            if upstreams.is_empty() {
                 listing.push_str(" [no ready cluster]");
             }
             prefixes.extend(normalized.into_iter().map(|p| (p, idx)));
             services.push(CompiledService {
                 name: Arc::from(route.service.as_str()),
-                upstream,
+                upstreams,
+                total_weight,
+                picks: AtomicU64::new(0),
                 counters: counter,
             });
         }
         // Stable: equal lengths keep creation order, so the oldest service wins ties.
         prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
-        counters.retain(|name, _| table.services.iter().any(|s| &s.service == name));
-        let first_ready = services.iter().position(|s| s.upstream.is_some());
+        counters
+            .services
+            .retain(|name, _| table.services.iter().any(|s| &s.service == name));
+        // A cluster that left the table is counted until its last request finished.
+        counters.backends.retain(|name, c| {
+            c.in_flight.load(Ordering::Relaxed) > 0
+                || table
+                    .services
+                    .iter()
+                    .any(|s| s.backends.iter().any(|b| &b.cluster == name))
+        });
+        let first_ready = services.iter().position(CompiledService::has_upstream);
         if listing.is_empty() {
             listing.push_str("none");
         }
@@ -404,7 +526,7 @@ mod tests {
     use super::*;
 
     fn table(kind: EndpointKind, services: Vec<ServiceRoute>) -> CompiledRoutes {
-        CompiledRoutes::compile(kind, RouteTable::new(services), &mut HashMap::new())
+        CompiledRoutes::compile(kind, RouteTable::new(services), &mut CounterMaps::default())
     }
 
     fn addr(port: u16) -> Option<SocketAddr> {
@@ -555,7 +677,7 @@ mod tests {
 
     #[test]
     fn counters_survive_swaps_and_are_pruned() {
-        let mut counters = HashMap::new();
+        let mut counters = CounterMaps::default();
         let t1 = CompiledRoutes::compile(
             EndpointKind::Serve,
             RouteTable::new(vec![
@@ -571,7 +693,40 @@ mod tests {
             &mut counters,
         );
         assert_eq!(t2.services[0].counters.requests.load(Ordering::Relaxed), 1);
-        assert_eq!(counters.len(), 1);
+        assert_eq!(counters.services.len(), 1);
         assert!(t2.listing.contains("a-serve-svc (prefixes: /)"));
+    }
+
+    #[test]
+    fn weighted_split_is_exact_per_cycle_and_interleaved() {
+        let a = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 1));
+        let b = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 2));
+        let t = table(
+            EndpointKind::Serve,
+            vec![
+                ServiceRoute::new("s", None, ["/"])
+                    .with_backends(vec![Backend::new("old", a, 75), Backend::new("new", b, 25)]),
+            ],
+        );
+        let RouteMatch::Service(svc) = t.route(None, "/") else {
+            panic!("routed")
+        };
+        let picks: Vec<&str> = (0..100)
+            .map(|_| svc.pick().map(|u| &*u.cluster).unwrap_or(""))
+            .collect();
+        assert_eq!(picks.iter().filter(|c| **c == "new").count(), 25);
+        // Interleaved: no run of 25 "new" in a row.
+        assert!(picks.windows(4).all(|w| w.iter().any(|c| *c == "old")));
+        let zero = table(
+            EndpointKind::Serve,
+            vec![
+                ServiceRoute::new("s", None, ["/"])
+                    .with_backends(vec![Backend::new("old", a, 100), Backend::new("new", b, 0)]),
+            ],
+        );
+        let RouteMatch::Service(svc) = zero.route(None, "/") else {
+            panic!("routed")
+        };
+        assert!((0..50).all(|_| svc.pick().is_some_and(|u| &*u.cluster == "old")));
     }
 }

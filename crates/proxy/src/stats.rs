@@ -1,7 +1,59 @@
 //! Per-service request/error counters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters by service and by cluster, kept across route-table generations.
+#[derive(Debug, Default)]
+pub(crate) struct CounterMaps {
+    pub(crate) services: HashMap<String, Arc<Counters>>,
+    pub(crate) backends: HashMap<String, Arc<BackendCounters>>,
+}
+
+/// Live counters of one cluster behind a service.
+#[derive(Debug, Default)]
+pub(crate) struct BackendCounters {
+    /// Requests sent to it whose response has not finished (body included).
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    /// Answers with a 5xx status, from the cluster or from the proxy on its behalf (502, 504).
+    pub(crate) failures: AtomicU64,
+}
+
+impl BackendCounters {
+    pub(crate) fn snapshot(&self) -> ClusterStats {
+        ClusterStats {
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Keeps one request counted as in flight on a cluster until dropped (when its response body
+/// has been sent, or its upgraded connection closed).
+#[derive(Debug)]
+pub(crate) struct InFlightOn(Arc<BackendCounters>);
+
+impl InFlightOn {
+    pub(crate) fn start(counters: &Arc<BackendCounters>) -> Self {
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        counters.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(counters.clone())
+    }
+
+    /// Counts the request as failed (5xx).
+    pub(crate) fn failed(&self) {
+        self.0.failures.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for InFlightOn {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Live counters of one service (shared between route-table generations).
 #[derive(Debug, Default)]
@@ -31,6 +83,18 @@ pub struct ServiceStats {
     pub errors: u64,
 }
 
+/// Counters of one cluster at one point in time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterStats {
+    /// Requests forwarded to it whose response has not finished yet.
+    pub in_flight: u64,
+    /// Requests forwarded to it.
+    pub requests: u64,
+    /// Of those, answered with a 5xx status (by the cluster, or by the proxy when the cluster
+    /// could not be reached or did not answer in time).
+    pub failures: u64,
+}
+
 /// Snapshot of a [`crate::FrontEndpoint`]'s counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EndpointStats {
@@ -38,6 +102,9 @@ pub struct EndpointStats {
     /// persist across [`crate::FrontEndpoint::set_routes`] calls as long as the
     /// service stays in the table.
     pub services: BTreeMap<String, ServiceStats>,
+    /// Per Ray cluster behind a service, by cluster name: every cluster in the route table, and
+    /// any that left it while requests were still in flight on it.
+    pub clusters: BTreeMap<String, ClusterStats>,
     /// Requests that matched no service (answered 404) or were rejected before
     /// routing (405 for CONNECT, 421 for a Host the endpoint does not answer to).
     pub unmatched: u64,

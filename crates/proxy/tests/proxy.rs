@@ -12,7 +12,7 @@ use http_body_util::channel::Channel;
 use hyper::header;
 use hyper::{Request, StatusCode};
 use rayservice_proxy::{
-    EndpointKind, FrontEndpoint, ProxyError, RouteTable, ServiceRoute, ServiceStats,
+    Backend, EndpointKind, FrontEndpoint, ProxyError, RouteTable, ServiceRoute, ServiceStats,
 };
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -572,4 +572,70 @@ async fn upgrade_is_tunnelled() {
     }
     drop(s);
     ep.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_splits_by_weight_and_a_cluster_counts_its_requests_in_flight_after_it_left() {
+    let old = TestUpstream::start("OLD").await;
+    let new = TestUpstream::start("NEW").await;
+    let split = |old_weight: u32, new_weight: u32| {
+        RouteTable::new(vec![ServiceRoute::new("svc", None, ["/"]).with_backends(
+            vec![
+                Backend::new("svc-raycluster-old", old.addr, old_weight),
+                Backend::new("svc-raycluster-new", new.addr, new_weight),
+            ],
+        )])
+    };
+    let ep = front(EndpointKind::Serve, vec![]).await;
+    ep.set_routes(split(75, 25));
+    let f = ep.local_addr();
+    let cl = client();
+    let mut answers = Vec::new();
+    for _ in 0..100 {
+        answers.push(get(&cl, f, "/", None).await.body);
+    }
+    assert_eq!(answers.iter().filter(|a| *a == "NEW").count(), 25);
+    assert_eq!(answers.iter().filter(|a| *a == "OLD").count(), 75);
+
+    // A streaming request on the old cluster stays in flight after all traffic moved.
+    ep.set_routes(split(100, 0));
+    let url = format!("http://{f}/stream");
+    let request = Request::get(url.as_str()).body(empty()).expect("request");
+    let response = within("stream head", cl.request(request))
+        .await
+        .expect("stream answers");
+    old.wait_started().await;
+    ep.set_routes(RouteTable::new(vec![
+        ServiceRoute::new("svc", None, ["/"]).with_backends(vec![Backend::new(
+            "svc-raycluster-new",
+            new.addr,
+            100,
+        )]),
+    ]));
+    let stats = ep.stats();
+    assert_eq!(stats.clusters["svc-raycluster-old"].in_flight, 1);
+    assert_eq!(stats.clusters["svc-raycluster-old"].requests, 76);
+    assert_eq!(stats.clusters["svc-raycluster-new"].in_flight, 0);
+    assert_eq!(get(&cl, f, "/", None).await.body, "NEW");
+    old.release();
+    let body = within("stream body", response.into_body().collect())
+        .await
+        .expect("stream body")
+        .to_bytes();
+    assert_eq!(&body[..], b"firstrest");
+    let idle = within("in-flight count to drop", async {
+        loop {
+            let stats = ep.stats();
+            match stats.clusters.get("svc-raycluster-old") {
+                Some(c) if c.in_flight > 0 => tokio::task::yield_now().await,
+                other => return other.copied(),
+            }
+        }
+    })
+    .await;
+    assert_eq!(idle.map(|c| c.in_flight), Some(0));
+    assert_eq!(idle.map(|c| c.failures), Some(0));
+    // Once idle and out of the table, the cluster is forgotten at the next swap.
+    ep.set_routes(ep.routes());
+    assert!(!ep.stats().clusters.contains_key("svc-raycluster-old"));
 }
