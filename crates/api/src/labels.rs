@@ -52,3 +52,10 @@ pub fn origin_labels(service: &str) -> BTreeMap<String, String> {
         (LABEL_ORIGIN_CRD.to_string(), "RayService".to_string()),
     ])
 }
+/// Annotation of a RayService: the longest time (seconds, default 600) a cluster traffic left
+/// may keep running for its requests in flight after `rayClusterDeletionDelaySeconds`.
+pub const ANNOTATION_DRAIN_TIMEOUT: &str = "rayservice.dev/drain-timeout-seconds";
+/// Annotation of a RayService: the error percentage (5xx and failed connections, default 5) of
+/// the new cluster, over at least 20 requests, above which an incremental upgrade is rolled back
+/// automatically when the old cluster did better over the same window.
+pub const ANNOTATION_MAX_ERROR_PERCENT: &str = "rayservice.dev/max-error-percent";

@@ -90,7 +90,8 @@ pub fn rayservice(service: &RayService, api_version: &str) -> Result<(), FieldEr
     Ok(())
 }
 
-/// KubeRay's rules for `clusterUpgradeOptions` (its CRD requires the last three fields).
+/// KubeRay's rules for `clusterUpgradeOptions`. `gatewayClassName` is not required here: local
+/// mode splits traffic in its own Serve endpoint and needs no Gateway (an event says so).
 fn cluster_upgrade_options(options: &ClusterUpgradeOptions) -> Result<(), FieldError> {
     let at = |field: &str| format!("clusterUpgradeOptions.{field}");
     let surge = options.max_surge_percent.unwrap_or(100);
@@ -130,18 +131,6 @@ fn cluster_upgrade_options(options: &ClusterUpgradeOptions) -> Result<(), FieldE
             &at("intervalSeconds"),
             "is missing or not positive",
             "give the seconds between two traffic steps, e.g. `intervalSeconds: 30`",
-        ));
-    }
-    if options
-        .gateway_class_name
-        .as_deref()
-        .unwrap_or_default()
-        .is_empty()
-    {
-        return Err(FieldError::new(
-            &at("gatewayClassName"),
-            "is missing",
-            "name the Gateway API class installed in the cluster",
         ));
     }
     Ok(())
@@ -524,6 +513,8 @@ mod tests {
         assert!(
             with("{stepSizePercent: 10, intervalSeconds: 30, gatewayClassName: istio}").is_ok()
         );
+        // No Gateway is needed where the platform splits traffic itself.
+        assert!(with("{stepSizePercent: 10, intervalSeconds: 30}").is_ok());
         for (options, field) in [
             (
                 "{intervalSeconds: 30, gatewayClassName: istio}",
@@ -540,10 +531,6 @@ mod tests {
             (
                 "{stepSizePercent: 10, intervalSeconds: 0, gatewayClassName: istio}",
                 "intervalSeconds",
-            ),
-            (
-                "{stepSizePercent: 10, intervalSeconds: 30}",
-                "gatewayClassName",
             ),
         ] {
             let err = with(options).expect_err(options);

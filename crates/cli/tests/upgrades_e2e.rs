@@ -3,13 +3,9 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{Env, alive, eventually, repo, write_yaml};
+use common::{Env, Load, alive, eventually, repo, write_yaml};
 use serde_json::Value;
 
 const READY_TIMEOUT: &str = "8m";
@@ -48,95 +44,6 @@ fn with_ray_version(text: &str, version: &str) -> String {
     )
 }
 
-/// Continuous load: `threads` clients, each with one request in flight at all times.
-struct Load {
-    stop: Arc<AtomicBool>,
-    handles: Vec<JoinHandle<()>>,
-    sent: Arc<AtomicUsize>,
-    failures: Arc<Mutex<Vec<String>>>,
-    answers: Arc<Mutex<std::collections::BTreeMap<String, usize>>>,
-}
-
-impl Load {
-    fn start(port: u16, threads: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicUsize::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let answers = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
-        let deadline = Instant::now() + Duration::from_secs(900);
-        let handles = (0..threads)
-            .map(|_| {
-                let (stop, sent, failures, answers) = (
-                    stop.clone(),
-                    sent.clone(),
-                    failures.clone(),
-                    answers.clone(),
-                );
-                std::thread::spawn(move || {
-                    let client = reqwest::blocking::Client::builder()
-                        .no_proxy()
-                        .timeout(Duration::from_secs(30))
-                        .build()
-                        .expect("client");
-                    // Bounded: stops when told, after 900 s, or after 200k requests in all.
-                    while !stop.load(Ordering::Relaxed)
-                        && Instant::now() < deadline
-                        && sent.load(Ordering::Relaxed) < 200_000
-                    {
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        let result = client
-                            .post(format!("http://127.0.0.1:{port}/fruit/"))
-                            .header("content-type", "application/json")
-                            .body(r#"["MANGO", 2]"#)
-                            .send();
-                        match result {
-                            Ok(response) if response.status().is_success() => {
-                                let body = response
-                                    .text()
-                                    .unwrap_or_else(|e| format!("<body error {e}>"));
-                                *answers.lock().expect("lock").entry(body).or_default() += 1;
-                            }
-                            Ok(response) => failures
-                                .lock()
-                                .expect("lock")
-                                .push(format!("HTTP {}", response.status())),
-                            Err(error) => failures.lock().expect("lock").push(error.to_string()),
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            handles,
-            sent,
-            failures,
-            answers,
-        }
-    }
-
-    /// Stops the load; returns (requests, failures, answers).
-    fn finish(
-        self,
-    ) -> (
-        usize,
-        Vec<String>,
-        std::collections::BTreeMap<String, usize>,
-    ) {
-        self.stop.store(true, Ordering::Relaxed);
-        for handle in self.handles {
-            let _ = handle.join();
-        }
-        let failures = self.failures.lock().expect("lock").clone();
-        let answers = self.answers.lock().expect("lock").clone();
-        (self.sent.load(Ordering::Relaxed), failures, answers)
-    }
-
-    fn answered(&self) -> usize {
-        self.answers.lock().expect("lock").values().sum()
-    }
-}
-
 fn clusters(env: &Env) -> Vec<Value> {
     env.json(&["get", "raycluster"])["items"]
         .as_array()
@@ -171,7 +78,7 @@ fn in_place_update_replicas_and_upgrade_without_a_failed_request() {
         .to_string();
     let first_pids = pids(&env);
 
-    let load = Load::start(env.serve_port, 24);
+    let load = Load::start(env.serve_port, 24, "/fruit/", r#"["MANGO", 2]"#);
     eventually(Duration::from_secs(30), "the load to get answers", || {
         (load.answered() > 50).then_some(())
     });

@@ -46,6 +46,35 @@ pub struct ClusterMemory {
     /// Its dashboard answered at least once: from then on, silence means unreachable.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dashboard_answered: bool,
+    /// Serve's `target_capacity` this cluster is sized for during an incremental upgrade
+    /// (percent); its worker groups run that share of their replicas. `None`: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_capacity: Option<i32>,
+    /// The Serve config it accepted last, kept when the decision asked (incremental upgrades
+    /// send it again with another `target_capacity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_config: Option<serde_json::Value>,
+    /// Since when it waits for its requests in flight to finish before it is stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining_since: Option<Timestamp>,
+    /// Of a cluster taking part of the traffic in an incremental upgrade: the other cluster's
+    /// counts when its traffic started, so that both are compared over the same window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_baseline: Option<crate::model::TrafficCounts>,
+    /// Of a serving cluster: an upgrade to this spec was rolled back automatically, and why; it
+    /// is not tried again until the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<RolledBack>,
+}
+
+/// An upgrade rolled back automatically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolledBack {
+    /// The spec hash of the upgrade.
+    pub spec_hash: String,
+    /// Why, with the figures.
+    pub message: String,
 }
 
 impl ClusterMemory {
@@ -169,20 +198,24 @@ pub struct Submitted {
 /// Submits `config` (with hash `config_hash`, as the decision asked) to a cluster and says
 /// what the answer means. `config` may be the platform's adaptation of the decision's config
 /// (local mode pins the proxy to loopback); the hash remembered is always the decision's.
+/// `keep`: the decision's config, when it asked to keep it (`remember_config`).
 pub async fn submit(
     api: &impl ServeApi,
     cluster: &str,
     config: &serde_json::Value,
     config_hash: &str,
+    keep: Option<&serde_json::Value>,
     memory: &ClusterMemory,
 ) -> Submitted {
-    submitted(cluster, config_hash, memory, api.submit(config).await)
+    let answer = api.submit(config).await;
+    submitted(cluster, config_hash, keep, memory, answer)
 }
 
 /// The meaning of a submission's answer: [`submit`] without the call.
 pub fn submitted(
     cluster: &str,
     config_hash: &str,
+    keep: Option<&serde_json::Value>,
     memory: &ClusterMemory,
     answer: Result<(), SubmitError>,
 ) -> Submitted {
@@ -190,6 +223,7 @@ pub fn submitted(
     let event = match answer {
         Ok(()) => {
             memory.submitted_config_hash = Some(config_hash.to_string());
+            memory.submitted_config = keep.cloned();
             memory.rejected_config = None;
             Event {
                 kind: EventKind::Normal,

@@ -129,6 +129,10 @@ struct FakeCluster {
     memory: ClusterMemory,
     head_up: bool,
     serve: FakeServe,
+    /// Requests in flight on it, as a front endpoint counts them.
+    in_flight: u64,
+    /// Requests sent to it and failed, as a front endpoint counts them.
+    traffic: TrafficCounts,
 }
 
 /// A platform that does only what a platform may: gather facts, carry out, persist.
@@ -144,6 +148,9 @@ struct Platform {
     events: Vec<Event>,
     watch_driven: bool,
     last_requeue: Duration,
+    /// The platform splits traffic by weight (local mode).
+    splits_traffic: bool,
+    annotations: std::collections::BTreeMap<String, String>,
 }
 
 impl Platform {
@@ -160,6 +167,8 @@ impl Platform {
             events: Vec::new(),
             watch_driven: false,
             last_requeue: Duration::ZERO,
+            splits_traffic: false,
+            annotations: Default::default(),
         }
     }
 
@@ -213,10 +222,22 @@ impl Platform {
                 },
                 _ => ProxyFacts::default(),
             };
+            // Workers follow the capacity the cluster is sized for, at once.
+            let workers: i32 = cluster
+                .spec
+                .worker_group_specs
+                .iter()
+                .map(|g| {
+                    crate::incremental::workers_at_capacity(
+                        g.desired_replicas(),
+                        cluster.memory.target_capacity,
+                    )
+                })
+                .sum();
             let nodes = NodesObservation {
                 head_up: cluster.head_up,
-                workers_desired: 1,
-                workers_running: 1,
+                workers_desired: workers,
+                workers_running: workers,
                 ..Default::default()
             };
             let serving = active.as_deref() == Some(cluster.name.as_str());
@@ -229,6 +250,8 @@ impl Platform {
                 memory: cluster.memory.clone(),
                 nodes: seen.nodes,
                 serve: seen.serve,
+                in_flight: self.splits_traffic.then_some(cluster.in_flight),
+                traffic: self.splits_traffic.then_some(cluster.traffic),
             });
         }
         let observed = Observed {
@@ -237,13 +260,12 @@ impl Platform {
             clusters: observed_clusters,
             fresh_suffix: format!("f{:04}", self.created),
             watch_driven: self.watch_driven,
+            splits_traffic: self.splits_traffic,
         };
         let spec = self.spec.clone();
-        let desired = Desired {
-            name: "svc",
-            generation: self.generation,
-            spec: &spec,
-        };
+        let annotations = self.annotations.clone();
+        let desired =
+            Desired::new("svc", self.generation, &spec).with_annotations(Some(&annotations));
         let decision = reconcile(&desired, &observed);
         for action in decision.actions {
             self.carry_out(action);
@@ -269,6 +291,8 @@ impl Platform {
                     memory,
                     head_up: false,
                     serve: FakeServe::new(),
+                    in_flight: 0,
+                    traffic: TrafficCounts::default(),
                 });
             }
             Action::UpdateClusterInPlace { name, spec, memory } => {
@@ -280,6 +304,7 @@ impl Platform {
                 cluster,
                 config,
                 config_hash,
+                remember_config,
             } => {
                 let target = self.cluster(&cluster);
                 let outcome = block_on(contract::submit(
@@ -287,6 +312,7 @@ impl Platform {
                     &cluster,
                     &config,
                     &config_hash,
+                    remember_config.then_some(&config),
                     &target.memory,
                 ));
                 self.cluster_mut(&cluster).memory = outcome.memory;
@@ -640,7 +666,40 @@ fn a_watch_driven_platform_is_not_polled_while_no_head_is_up() {
 #[test]
 fn every_event_reason_comes_out_of_the_contract() {
     let mut seen = BTreeSet::new();
-    let scenarios: [fn() -> Platform; 6] = [
+    let scenarios: [fn() -> Platform; 9] = [
+        || {
+            let mut p = incremental(50, 25, 1);
+            p.edit(|s| {
+                s.serve_config_v2 = s
+                    .serve_config_v2
+                    .clone()
+                    .map(|c| c.replace("price: 3", "price: 3, greeting: Broken"));
+                if let Some(c) = s.ray_cluster_config.as_mut() {
+                    c.ray_version = Some("2.100.0".into());
+                }
+            });
+            p.run_until(|p| p.saw("RolledBackAutomatically"));
+            p
+        },
+        || {
+            let mut p = incremental(50, 25, 1);
+            p.upgrade_to("2.100.0");
+            p.run_until(|p| p.status.pending_service_status.traffic_routed_percent == Some(50));
+            p.upgrade_to("2.60.0");
+            p.converge();
+            p
+        },
+        || {
+            let mut p = Platform::serving();
+            p.splits_traffic = true;
+            let old = p.active().expect("active");
+            p.upgrade_to("2.100.0");
+            p.cluster_mut(&old).in_flight = 2;
+            p.converge();
+            p.now += 120;
+            p.converge();
+            p
+        },
         || {
             let mut p = Platform::serving();
             p.edit(|s| {
@@ -756,17 +815,23 @@ fn every_event_reason_comes_out_of_the_contract() {
         "ClusterDeleted",
         "ClusterUnhealthy",
         "DeploymentStatusChanged",
+        "Draining",
         "FieldsNotActedOn",
+        "IncrementalUpgradeWithoutGateway",
         "NotRolledOut",
         "PendingClusterReplaced",
         "RayServiceResumed",
         "Ready",
+        "RollbackInProgress",
+        "RolledBackAutomatically",
         "ServeConfigRejected",
         "ServeConfigResubmitted",
         "ServeConfigSubmitFailed",
         "ServeConfigSubmitted",
         "SuspendRequested",
         "Suspended",
+        "TargetCapacityChanged",
+        "TrafficMigrated",
         "TrafficSwitched",
         "UpgradeSkipped",
         "ValidationFailed",
@@ -845,4 +910,353 @@ fn suspend_deletes_every_cluster_atomically_and_resume_starts_again() {
         events,
         "a suspended RayService is left alone"
     );
+}
+
+/// A serving platform that splits traffic, its spec asking for incremental upgrades with
+/// `maxSurgePercent` / `stepSizePercent` / `intervalSeconds`, two workers per cluster.
+fn incremental(surge: i32, step: i32, interval: i32) -> Platform {
+    let mut platform = Platform::new();
+    platform.splits_traffic = true;
+    platform.edit(|s| {
+        s.upgrade_strategy = Some(UpgradeStrategy {
+            type_: Some(UpgradeType::NewClusterWithIncrementalUpgrade),
+            cluster_upgrade_options: Some(rayservice_api::ClusterUpgradeOptions {
+                max_surge_percent: Some(surge),
+                step_size_percent: Some(step),
+                interval_seconds: Some(interval),
+                gateway_class_name: None,
+            }),
+        });
+        s.ray_cluster_deletion_delay_seconds = Some(0);
+        if let Some(c) = s.ray_cluster_config.as_mut() {
+            c.worker_group_specs[0].replicas = Some(2);
+        }
+    });
+    platform.converge();
+    assert!(status::is_ready(&platform.status));
+    platform.events.clear();
+    platform
+}
+
+/// What one look at the platform shows during an upgrade.
+#[derive(Debug, Clone, Copy)]
+struct Look {
+    second: i64,
+    pending_traffic: i32,
+    active_capacity: i32,
+    pending_capacity: i32,
+    workers: i32,
+    rolling_back: bool,
+}
+
+impl Platform {
+    /// A second of traffic: 100 requests split by the routed shares; a cluster whose Serve
+    /// config greets "Broken" fails half of its requests.
+    fn serve_a_second(&mut self) {
+        let (active, pending) = (self.active(), self.pending());
+        let shares = [
+            (
+                active,
+                self.status
+                    .active_service_status
+                    .traffic_routed_percent
+                    .unwrap_or(100),
+            ),
+            (
+                pending,
+                self.status
+                    .pending_service_status
+                    .traffic_routed_percent
+                    .unwrap_or(0),
+            ),
+        ];
+        for (name, share) in shares {
+            let Some(cluster) = name.and_then(|n| self.clusters.iter_mut().find(|c| c.name == n))
+            else {
+                continue;
+            };
+            let requests = u64::try_from(share).unwrap_or(0);
+            let broken = cluster
+                .serve
+                .puts
+                .lock()
+                .expect("puts")
+                .last()
+                .is_some_and(|p| p.to_string().contains("Broken"));
+            cluster.traffic.requests += requests;
+            if broken {
+                cluster.traffic.failures += requests / 2;
+            }
+        }
+    }
+
+    fn upgrade_to(&mut self, version: &str) {
+        self.edit(|s| {
+            if let Some(c) = s.ray_cluster_config.as_mut() {
+                c.ray_version = Some(version.into());
+            }
+        });
+    }
+
+    /// Reconciles once a second (heads up, Serve settling) until `done`, recording each look.
+    fn run_until(&mut self, mut done: impl FnMut(&mut Platform) -> bool) -> Vec<Look> {
+        let mut looks = Vec::new();
+        for _ in 0..600 {
+            self.serve_a_second();
+            self.step();
+            for cluster in &mut self.clusters {
+                cluster.head_up = true;
+                cluster.serve.settle();
+            }
+            let (active, pending) = (
+                &self.status.active_service_status,
+                &self.status.pending_service_status,
+            );
+            let workers = self
+                .clusters
+                .iter()
+                .map(|c| crate::incremental::workers_at_capacity(2, c.memory.target_capacity))
+                .sum();
+            looks.push(Look {
+                second: self.now,
+                pending_traffic: pending.traffic_routed_percent.unwrap_or(0),
+                active_capacity: active.target_capacity.unwrap_or(100),
+                pending_capacity: pending.target_capacity.unwrap_or(0),
+                workers,
+                rolling_back: status::condition_true(&self.status, "RollbackInProgress"),
+            });
+            if done(self) {
+                return looks;
+            }
+            self.now += 1;
+        }
+        panic!("did not converge: {:?}", self.status);
+    }
+}
+
+#[test]
+fn an_incremental_upgrade_moves_traffic_and_capacity_step_by_step() {
+    let mut platform = incremental(50, 25, 5);
+    let old = platform.active().expect("active");
+    platform.upgrade_to("2.100.0");
+    let looks = platform.run_until(|p| p.pending().is_none() && p.active() != Some(old.clone()));
+    let new = platform.active().expect("active");
+    let looks = &looks[..looks.len() - 1]; // the last look is after the promotion
+    // The pending share never decreases, moves are at least intervalSeconds apart, and the
+    // Ray nodes never hold more than 150 % of one cluster's workers.
+    assert!(
+        looks
+            .windows(2)
+            .all(|w| w[0].pending_traffic <= w[1].pending_traffic)
+    );
+    let moves: Vec<i64> = looks
+        .windows(2)
+        .filter(|w| w[1].pending_traffic != w[0].pending_traffic)
+        .map(|w| w[1].second)
+        .collect();
+    assert_eq!(moves.len(), 4, "25 % at a time: {looks:?}");
+    assert!(moves.windows(2).all(|m| m[1] - m[0] >= 5), "{moves:?}");
+    assert!(
+        looks
+            .iter()
+            .all(|l| l.active_capacity + l.pending_capacity <= 150)
+    );
+    assert!(looks.iter().all(|l| l.workers <= 3), "{looks:?}");
+    // Serve got the capacities in its config.
+    let puts = platform
+        .cluster(&new)
+        .serve
+        .puts
+        .lock()
+        .expect("puts")
+        .clone();
+    let capacities: Vec<i64> = puts
+        .iter()
+        .filter_map(|p| p["target_capacity"].as_i64())
+        .collect();
+    assert_eq!(capacities, [50, 100]);
+    // The old cluster went down to 0 before it was removed, the new one serves everything.
+    assert_eq!(
+        platform.status.active_service_status.traffic_routed_percent,
+        Some(100)
+    );
+    for reason in [
+        "TargetCapacityChanged",
+        "TrafficMigrated",
+        "TrafficSwitched",
+    ] {
+        assert!(platform.saw(reason), "{reason}");
+    }
+    assert!(
+        platform.saw("IncrementalUpgradeWithoutGateway"),
+        "no Gateway needed here, and said so"
+    );
+    platform.converge();
+    assert!(platform.clusters.iter().all(|c| c.name == new));
+    assert!(status::is_ready(&platform.status));
+}
+
+#[test]
+fn reverting_the_spec_mid_upgrade_rolls_traffic_back() {
+    let mut platform = incremental(50, 25, 5);
+    let old = platform.active().expect("active");
+    platform.upgrade_to("2.100.0");
+    platform.run_until(|p| p.status.pending_service_status.traffic_routed_percent == Some(50));
+    let pending = platform.pending().expect("pending");
+    platform.upgrade_to(
+        &crate::tests::spec()
+            .ray_cluster_config
+            .and_then(|c| c.ray_version)
+            .expect("version"),
+    );
+    let looks = platform.run_until(|p| p.pending().is_none());
+    assert!(
+        looks.iter().any(|l| l.rolling_back),
+        "RollbackInProgress seen"
+    );
+    assert!(
+        looks
+            .windows(2)
+            .all(|w| w[0].pending_traffic >= w[1].pending_traffic)
+    );
+    assert_eq!(platform.active(), Some(old.clone()));
+    assert_eq!(
+        platform.status.active_service_status.traffic_routed_percent,
+        Some(100)
+    );
+    assert!(platform.saw("RollbackInProgress"));
+    platform.converge();
+    assert!(platform.clusters.iter().all(|c| c.name != pending));
+    assert!(!status::condition_true(
+        &platform.status,
+        "RollbackInProgress"
+    ));
+}
+
+#[test]
+fn a_third_spec_mid_upgrade_rolls_back_then_upgrades_afresh() {
+    let mut platform = incremental(50, 25, 5);
+    platform.upgrade_to("2.100.0");
+    platform.run_until(|p| p.status.pending_service_status.traffic_routed_percent == Some(25));
+    let second = platform.pending().expect("pending");
+    platform.upgrade_to("2.101.0");
+    platform.run_until(|p| p.pending().is_some_and(|p| p != second));
+    let third = platform.pending().expect("pending");
+    platform.run_until(|p| p.active() == Some(third.clone()) && p.pending().is_none());
+    platform.converge();
+    assert!(platform.clusters.iter().all(|c| c.name == third));
+}
+
+#[test]
+fn without_traffic_splitting_an_incremental_upgrade_is_a_new_cluster_one_and_says_so() {
+    let mut platform = incremental(50, 25, 5);
+    platform.splits_traffic = false;
+    platform.upgrade_to("2.100.0");
+    platform.converge();
+    assert!(platform.saw("FieldsNotActedOn"));
+    assert!(platform.saw("TrafficSwitched"));
+    assert_eq!(
+        platform.status.active_service_status.traffic_routed_percent,
+        None
+    );
+}
+
+#[test]
+fn an_old_cluster_stops_once_its_requests_in_flight_finish_or_at_the_drain_deadline() {
+    for (finishes, stopped_after) in [(true, 20), (false, 35)] {
+        let mut platform = Platform::serving();
+        platform.splits_traffic = true;
+        platform
+            .annotations
+            .insert("rayservice.dev/drain-timeout-seconds".into(), "30".into());
+        let old = platform.active().expect("active");
+        platform.edit(|s| {
+            s.ray_cluster_deletion_delay_seconds = Some(5);
+            if let Some(c) = s.ray_cluster_config.as_mut() {
+                c.ray_version = Some("2.100.0".into());
+            }
+        });
+        // A long request started on the old cluster just before the switch.
+        platform.cluster_mut(&old).in_flight = 1;
+        platform.run_until(|p| p.active() != Some(old.clone()));
+        let switched = platform.now;
+        let looks = platform.run_until(|p| {
+            if finishes && p.now - switched >= 20 {
+                p.clusters.iter_mut().for_each(|c| c.in_flight = 0);
+            }
+            p.clusters.iter().all(|c| c.name != old)
+        });
+        let stopped = looks.last().map(|l| l.second).unwrap_or_default() - switched;
+        assert!(
+            (stopped_after..stopped_after + 2).contains(&stopped),
+            "finishes={finishes}: stopped {stopped}s after the switch"
+        );
+        assert!(platform.saw("Draining"));
+        let deleted = platform
+            .events
+            .iter()
+            .rfind(|e| e.reason == "ClusterDeleted")
+            .expect("deleted");
+        if !finishes {
+            assert!(
+                deleted.message.contains("1 request(s) still in flight"),
+                "{}",
+                deleted.message
+            );
+        }
+    }
+}
+
+#[test]
+fn a_new_cluster_failing_its_requests_is_rolled_back_automatically_and_not_retried() {
+    let mut platform = incremental(50, 25, 5);
+    let old = platform.active().expect("active");
+    platform.edit(|s| {
+        s.serve_config_v2 = Some(
+            format!(
+                "{}\n  user_config: {{greeting: Broken}}\n",
+                s.serve_config_v2.clone().unwrap_or_default().trim_end()
+            )
+            .replace("applications:", "applications:"),
+        );
+        if let Some(c) = s.ray_cluster_config.as_mut() {
+            c.ray_version = Some("2.100.0".into());
+        }
+    });
+    let looks = platform.run_until(|p| p.pending().is_none());
+    assert!(
+        looks.iter().all(|l| l.pending_traffic <= 25),
+        "stopped at the first step: {looks:?}"
+    );
+    assert_eq!(platform.active(), Some(old.clone()));
+    assert!(platform.saw("RolledBackAutomatically"));
+    let condition = platform
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "UpgradeInProgress")
+        .expect("condition");
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("False", "RolledBackAutomatically")
+    );
+    assert!(
+        condition.message.contains("failed"),
+        "{}",
+        condition.message
+    );
+    // Not retried until the spec changes; the old cluster keeps its own config.
+    platform.converge();
+    assert_eq!(platform.clusters.len(), 1);
+    let puts = platform
+        .cluster(&old)
+        .serve
+        .puts
+        .lock()
+        .expect("puts")
+        .clone();
+    assert!(puts.iter().all(|p| !p.to_string().contains("Broken")));
+    platform.upgrade_to("2.101.0");
+    platform.converge();
+    assert!(platform.clusters.len() == 2 || platform.active() != Some(old));
 }

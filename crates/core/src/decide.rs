@@ -5,14 +5,17 @@
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
+use rayservice_api::labels::{ANNOTATION_DRAIN_TIMEOUT, ANNOTATION_MAX_ERROR_PERCENT};
 use rayservice_api::serve_api::ServeAppStatus;
-use rayservice_api::{FieldError, RayClusterSpec, ServeConfig, UpgradeType};
+use rayservice_api::serve_api::ServeDeploymentStatus;
+use rayservice_api::{FieldError, RayClusterSpec, RayServiceStatus, ServeConfig, UpgradeType};
 
-use crate::contract::ClusterMemory;
+use crate::contract::{ClusterMemory, RolledBack};
 use crate::hash::{
     autoscaler_fields_changed, cluster_hash, cluster_hash_of_first_groups, fields_forcing_upgrade,
     serve_config_hash,
 };
+use crate::incremental::{self, Capacity, Options, Split};
 use crate::model::{
     Action, CreateCause, Decision, Desired, Event, EventKind, Observed, ObservedCluster,
     ServeObservation,
@@ -34,6 +37,20 @@ const STEADY_REQUEUE: Duration = Duration::from_secs(2);
 /// How soon to look again when no head can be asked and the platform wakes the controller
 /// when one comes up.
 const WATCH_ONLY_REQUEUE: Duration = Duration::from_secs(60);
+
+/// Default of the `rayservice.dev/drain-timeout-seconds` annotation.
+pub const DEFAULT_DRAIN_TIMEOUT_SECONDS: i64 = 600;
+/// How soon to look again while a cluster drains.
+const DRAIN_POLL: Duration = Duration::from_millis(500);
+/// Condition reason and event reason: the new cluster failed more than allowed while it took
+/// part of the traffic; the upgrade was undone.
+pub const ROLLED_BACK_AUTOMATICALLY: &str = "RolledBackAutomatically";
+/// Default of the `rayservice.dev/max-error-percent` annotation.
+pub const DEFAULT_MAX_ERROR_PERCENT: u64 = 5;
+/// Requests the new cluster must have answered before its error ratio counts.
+const GATE_MIN_REQUESTS: u64 = 20;
+/// Condition type and event reason: traffic returns to the active cluster.
+pub const ROLLBACK_IN_PROGRESS: &str = "RollbackInProgress";
 
 /// Event reason: the spec sets fields that are accepted but not acted on yet.
 pub const FIELDS_NOT_ACTED_ON: &str = "FieldsNotActedOn";
@@ -81,7 +98,10 @@ struct Reconcile<'a> {
     actions: Vec<Action>,
     requeue: Duration,
     next_deletion: Option<Duration>,
-    skipped_upgrade: Option<String>,
+    /// Why a spec change is not rolled out: (condition reason, message).
+    skipped_upgrade: Option<(&'static str, String)>,
+    /// Options of an incremental upgrade the platform can carry out.
+    incremental: Option<Options>,
 }
 
 impl<'a> Reconcile<'a> {
@@ -106,6 +126,7 @@ impl<'a> Reconcile<'a> {
             requeue: STEADY_REQUEUE,
             next_deletion: None,
             skipped_upgrade: None,
+            incremental: Options::of(desired.spec).filter(|_| observed.splits_traffic),
         }
     }
 
@@ -129,7 +150,13 @@ impl<'a> Reconcile<'a> {
     /// A field accepted but not acted on yet is never silent: each new generation that sets
     /// one gets a Warning event naming it.
     fn name_fields_not_acted_on(&mut self) {
-        let fields = rayservice_api::validate::unimplemented_service_fields(self.desired.spec);
+        let mut fields = rayservice_api::validate::unimplemented_service_fields(self.desired.spec);
+        if self.observed.splits_traffic {
+            fields.retain(|f| !f.starts_with("upgradeStrategy."));
+        }
+        if self.incremental.is_some() {
+            self.note_no_gateway_needed();
+        }
         if !fields.is_empty() {
             let fields: Vec<String> = fields.iter().map(|f| format!("spec.{f}")).collect();
             self.event(
@@ -155,8 +182,17 @@ impl<'a> Reconcile<'a> {
         let mut active = self.cluster(previous.active_service_status.ray_cluster_name.as_ref());
         let mut pending = self.cluster(previous.pending_service_status.ray_cluster_name.as_ref());
 
+        // An incremental upgrade under way moves traffic step by step, forward or back.
+        let stepping = match (&self.incremental, &active, &pending) {
+            (Some(options), Some(a), Some(p)) if p.memory.target_capacity.is_some() => {
+                Some((*options, a.clone(), p.clone()))
+            }
+            _ => None,
+        };
         // A pending cluster built from an older spec is replaced (spec changed again mid-upgrade).
-        if let Some(stale) = pending.take_if(|p| p.memory.spec_hash != self.desired_hash) {
+        if stepping.is_none()
+            && let Some(stale) = pending.take_if(|p| p.memory.spec_hash != self.desired_hash)
+        {
             self.event(
                 EventKind::Normal,
                 "PendingClusterReplaced",
@@ -168,48 +204,71 @@ impl<'a> Reconcile<'a> {
         }
         self.sweep_unreferenced(active.as_ref(), &mut pending);
 
-        if active.is_none() && pending.is_none() {
-            pending = Some(self.create_cluster(CreateCause::FirstCluster));
-        } else if let (Some(running), None) = (&active, &pending) {
-            pending = self.maybe_start_new_cluster(running);
-        }
-
-        // Serve config goes to the pending cluster while there is one, else to the active one.
-        if let Some(target) = pending.as_ref().or(active.as_ref()) {
-            self.submit_if_needed(target);
-        }
-
-        let first = active.is_none();
-        if let Some(candidate) = pending.take_if(|p| self.ready_to_take_traffic(p, first)) {
-            if let Some(old) = &active {
-                let delay = self.deletion_delay();
-                let at = Timestamp::from_second(self.now.as_second() + delay).unwrap_or(self.now);
-                self.actions.push(Action::Remember {
-                    cluster: old.name.clone(),
-                    memory: ClusterMemory {
-                        delete_at: Some(at),
-                        ..old.memory.clone()
-                    },
-                });
-                self.event(
-                    EventKind::Normal,
-                    "TrafficSwitched",
-                    format!(
-                        "traffic moved from {} to {}; {} stops in {delay}s",
-                        old.name, candidate.name, old.name
-                    ),
-                );
-            } else {
-                self.event(
-                    EventKind::Normal,
-                    "Ready",
-                    format!("cluster {} serves traffic", candidate.name),
-                );
+        let mut step: Option<Stepped> = None;
+        if let Some((options, running, candidate)) = stepping {
+            let outcome = self.step(options, running, candidate);
+            active = Some(outcome.active.clone());
+            pending = outcome.pending.clone();
+            step = Some(outcome);
+        } else {
+            if active.is_none() && pending.is_none() {
+                pending = Some(self.create_cluster(CreateCause::FirstCluster));
+            } else if let (Some(running), None) = (&active, &pending) {
+                pending = self.maybe_start_new_cluster(running);
             }
-            self.actions.push(Action::RouteTraffic {
-                cluster: Some(candidate.name.clone()),
-            });
-            active = Some(candidate);
+
+            // A cluster sized for part of the capacity that is not part of an incremental
+            // upgrade (the strategy changed, or nothing else serves) runs at full capacity.
+            let upgrading = self.incremental.is_some() && active.is_some();
+            if let Some(p) = pending.as_mut()
+                && p.memory.target_capacity.is_some()
+                && !upgrading
+            {
+                p.memory.target_capacity = None;
+                self.actions.push(Action::Remember {
+                    cluster: p.name.clone(),
+                    memory: p.memory.clone(),
+                });
+            }
+
+            // Serve config goes to the pending cluster while there is one, else to the active one
+            // (which keeps its own config when this spec was rolled back on it).
+            if let Some(target) = pending.as_ref().or(active.as_ref()) {
+                let rolled_back = target
+                    .memory
+                    .rolled_back
+                    .as_ref()
+                    .is_some_and(|r| r.spec_hash == self.desired_hash);
+                let config = if rolled_back {
+                    self.observed_config_of(target)
+                } else {
+                    self.config_json.clone()
+                };
+                self.submit_if_needed(target, config);
+            }
+
+            let first = active.is_none();
+            let stepping_next = upgrading
+                && pending
+                    .as_ref()
+                    .is_some_and(|p| p.memory.target_capacity.is_some());
+            if !stepping_next
+                && let Some(candidate) = pending.take_if(|p| self.ready_to_take_traffic(p, first))
+            {
+                if let Some(old) = &active {
+                    self.retire(old, &candidate.name, "traffic moved");
+                } else {
+                    self.event(
+                        EventKind::Normal,
+                        "Ready",
+                        format!("cluster {} serves traffic", candidate.name),
+                    );
+                }
+                self.actions.push(Action::RouteTraffic {
+                    cluster: Some(candidate.name.clone()),
+                });
+                active = Some(candidate);
+            }
         }
         if pending.is_some() || active.is_none() {
             self.busy();
@@ -219,14 +278,25 @@ impl<'a> Reconcile<'a> {
             active: active.as_ref(),
             pending: pending.as_ref(),
         };
-        let status = status::build(
+        let mut status = status::build(
             self.desired,
             self.observed,
             &roles,
             &self.serve_config,
             &self.config_hash,
-            self.skipped_upgrade.as_deref(),
+            self.skipped_upgrade
+                .as_ref()
+                .map(|(reason, why)| (*reason, why.as_str())),
         );
+        if let Some(step) = &step {
+            step.write(
+                &mut status,
+                &self.observed.status,
+                self.desired.generation,
+                self.now,
+            );
+            status::stamp(&mut status, &self.observed.status, self.now);
+        }
         if !status::is_ready(&status) || status::settling(&status) {
             self.busy();
         }
@@ -238,6 +308,341 @@ impl<'a> Reconcile<'a> {
             actions: self.actions,
             status,
             requeue_after,
+        }
+    }
+
+    /// Schedules the deletion of a cluster traffic has left (after the deletion delay, once
+    /// no request is in flight on it), with an event.
+    fn retire(&mut self, old: &ObservedCluster, successor: &str, what: &str) {
+        let delay = self.deletion_delay();
+        // Look again when it is due.
+        let due = Duration::from_secs(u64::try_from(delay).unwrap_or(0));
+        self.next_deletion = Some(self.next_deletion.map_or(due, |d| d.min(due)));
+        let at = Timestamp::from_second(self.now.as_second() + delay).unwrap_or(self.now);
+        self.actions.push(Action::Remember {
+            cluster: old.name.clone(),
+            memory: ClusterMemory {
+                delete_at: Some(at),
+                ..old.memory.clone()
+            },
+        });
+        let drain = if old.in_flight.is_some() {
+            ", once no request is in flight on it"
+        } else {
+            ""
+        };
+        self.event(
+            EventKind::Normal,
+            "TrafficSwitched",
+            format!(
+                "{what} from {} to {successor}; {} stops in {delay}s{drain}",
+                old.name, old.name
+            ),
+        );
+    }
+
+    /// One reconcile of an incremental upgrade: rollback or not, one capacity change or one
+    /// traffic move when due, the Serve configs that carry the capacities, and the end.
+    fn step(
+        &mut self,
+        options: Options,
+        active: ObservedCluster,
+        pending: ObservedCluster,
+    ) -> Stepped {
+        let mut active = active;
+        let mut pending = pending;
+        let mut split = Split::from_status(&self.observed.status);
+        let was_rolling_back = status::condition_true(&self.observed.status, ROLLBACK_IN_PROGRESS);
+        let rolling_back = pending.memory.spec_hash != self.desired_hash;
+        if rolling_back && !was_rolling_back {
+            let why = if active.memory.spec_hash == self.desired_hash {
+                "the spec returned to the active cluster's"
+            } else {
+                "the spec changed again mid-upgrade; the new one starts once traffic is back"
+            };
+            self.event(
+                EventKind::Normal,
+                ROLLBACK_IN_PROGRESS,
+                format!(
+                    "{why}: traffic returns to {} step by step, {} is removed",
+                    active.name, pending.name
+                ),
+            );
+        }
+
+        // Serve capacity: one change at a time, once the cluster gaining traffic holds what its
+        // capacity allows, and (forward) once the active cluster shed what it was asked to.
+        let settled = |c: &ObservedCluster| c.nodes.workers_running <= c.nodes.workers_desired;
+        if let Some(change) = incremental::capacity_step(&split, &options, rolling_back) {
+            let growing_pending = matches!(change, Capacity::Pending(_)) && !rolling_back;
+            let ready_for_it = !growing_pending
+                || (self.capacity_applied(&self.observed_config_of(&active), &active)
+                    && settled(&active));
+            if ready_for_it {
+                let (cluster, capacity) = match change {
+                    Capacity::Active(c) => {
+                        split.active_capacity = c;
+                        (&mut active, c)
+                    }
+                    Capacity::Pending(c) => {
+                        split.pending_capacity = c;
+                        (&mut pending, c)
+                    }
+                };
+                cluster.memory.target_capacity = Some(capacity);
+                let name = cluster.name.clone();
+                self.actions.push(Action::Remember {
+                    cluster: name.clone(),
+                    memory: cluster.memory.clone(),
+                });
+                self.event(
+                    EventKind::Normal,
+                    "TargetCapacityChanged",
+                    format!("Serve target_capacity of {name} set to {capacity}%"),
+                );
+            }
+        }
+
+        // The Serve configs carrying those capacities: the new spec's on the pending cluster
+        // (its own kept one during a rollback), the active cluster's own.
+        let pending_config = if rolling_back {
+            self.observed_config_of(&pending)
+        } else {
+            self.config_json.clone()
+        };
+        let active_config = self.observed_config_of(&active);
+        self.submit_if_needed(&pending, pending_config.clone());
+        if active.memory.target_capacity.is_some() {
+            // Never asked for a capacity, the active cluster keeps what it runs.
+            self.submit_if_needed(&active, active_config);
+        }
+
+        // Traffic: one move when due.
+        let pending_ready = !rolling_back
+            && self.capacity_applied(&pending_config, &pending)
+            && self.ready_to_take_traffic(&pending, false)
+            && deployments_settled(&pending);
+        if let Some(next) =
+            incremental::traffic_step(&split, &options, rolling_back, pending_ready, self.now)
+        {
+            self.event(
+                EventKind::Normal,
+                "TrafficMigrated",
+                format!(
+                    "{}% of requests to {}, {}% to {}",
+                    next.pending_traffic, pending.name, next.active_traffic, active.name
+                ),
+            );
+            split = next;
+        }
+        if let Some(at) = split.next_move_at(&options, rolling_back) {
+            let wait = at.as_second() - self.now.as_second();
+            if wait > 0 {
+                self.next_deletion = Some(
+                    self.next_deletion
+                        .map_or(Duration::from_secs(wait as u64), |d| {
+                            d.min(Duration::from_secs(wait as u64))
+                        }),
+                );
+            }
+        }
+
+        // The new cluster's behaviour gates every step: once it takes traffic, its error ratio is
+        // compared with the old cluster's over the same window.
+        if !rolling_back && split.pending_traffic > 0 {
+            if pending.memory.gate_baseline.is_none()
+                && let Some(counts) = active.traffic
+            {
+                pending.memory.gate_baseline = Some(counts);
+                self.actions.push(Action::Remember {
+                    cluster: pending.name.clone(),
+                    memory: pending.memory.clone(),
+                });
+            }
+            if let Some(why) = self.misbehaves(&active, &pending) {
+                return self.roll_back_automatically(options, active, pending, why);
+            }
+        }
+
+        // The end: promotion, or the rollback complete.
+        if !rolling_back && split.upgraded() {
+            self.retire(
+                &active,
+                &pending.name,
+                "incremental upgrade complete: traffic moved",
+            );
+            self.actions.push(Action::RouteTraffic {
+                cluster: Some(pending.name.clone()),
+            });
+            return Stepped {
+                active: pending,
+                pending: None,
+                split,
+                rolling_back: false,
+                options,
+                promoted: true,
+            };
+        }
+        if rolling_back && split.rolled_back(pending.nodes.head_ready) {
+            self.retire(
+                &pending,
+                &active.name,
+                "rollback complete: traffic moved back",
+            );
+            return Stepped {
+                active,
+                pending: None,
+                split,
+                rolling_back: false,
+                options,
+                promoted: false,
+            };
+        }
+        Stepped {
+            active,
+            pending: Some(pending),
+            split,
+            rolling_back,
+            options,
+            promoted: false,
+        }
+    }
+
+    /// Why the new cluster of an incremental upgrade must be rolled back, if it must: more than
+    /// `rayservice.dev/max-error-percent` of its requests failed (at least 20 counted), and more
+    /// than of the old cluster's over the same window.
+    fn misbehaves(&self, active: &ObservedCluster, pending: &ObservedCluster) -> Option<String> {
+        let new = pending.traffic?;
+        let base = pending.memory.gate_baseline?;
+        let old = active.traffic?;
+        let old_requests = old.requests.saturating_sub(base.requests);
+        let old_failures = old.failures.saturating_sub(base.failures);
+        let limit = self
+            .desired
+            .annotation(ANNOTATION_MAX_ERROR_PERCENT)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(DEFAULT_MAX_ERROR_PERCENT);
+        let percent = |failures: u64, requests: u64| {
+            if requests == 0 {
+                0.0
+            } else {
+                failures as f64 * 100.0 / requests as f64
+            }
+        };
+        let new_percent = percent(new.failures, new.requests);
+        let old_percent = percent(old_failures, old_requests);
+        (new.requests >= GATE_MIN_REQUESTS
+            && new_percent > limit as f64
+            && new_percent > old_percent)
+            .then(|| {
+                format!(
+                    "{} failed {} of {} requests ({new_percent:.1}%, above {ANNOTATION_MAX_ERROR_PERCENT} {limit}%) while {} failed {old_failures} of {old_requests} ({old_percent:.1}%) over the same time",
+                    pending.name, new.failures, new.requests, active.name
+                )
+            })
+    }
+
+    /// Undoes an incremental upgrade at once: all traffic back to the active cluster at full
+    /// capacity, the new cluster retired, the spec remembered as rolled back.
+    fn roll_back_automatically(
+        &mut self,
+        options: Options,
+        mut active: ObservedCluster,
+        pending: ObservedCluster,
+        why: String,
+    ) -> Stepped {
+        self.event(
+            EventKind::Warning,
+            ROLLED_BACK_AUTOMATICALLY,
+            format!("{why}: all traffic is back on {}, {} is removed; this spec is not tried again until it changes", active.name, pending.name),
+        );
+        self.actions.push(Action::RouteTraffic {
+            cluster: Some(active.name.clone()),
+        });
+        active.memory.target_capacity = Some(100);
+        active.memory.rolled_back = Some(RolledBack {
+            spec_hash: self.desired_hash.clone(),
+            message: format!("rolled back automatically: {why}"),
+        });
+        self.actions.push(Action::Remember {
+            cluster: active.name.clone(),
+            memory: active.memory.clone(),
+        });
+        self.retire(
+            &pending,
+            &active.name,
+            "upgrade rolled back automatically: traffic moved",
+        );
+        self.skipped_upgrade = active
+            .memory
+            .rolled_back
+            .as_ref()
+            .map(|r| (ROLLED_BACK_AUTOMATICALLY, r.message.clone()));
+        let now = Some(self.now);
+        Stepped {
+            active,
+            pending: None,
+            split: Split {
+                active_capacity: 100,
+                active_traffic: 100,
+                pending_capacity: 0,
+                pending_traffic: 0,
+                active_migrated: now,
+                pending_migrated: now,
+            },
+            rolling_back: false,
+            options,
+            promoted: false,
+        }
+    }
+
+    /// The Serve config a cluster runs (kept when it was submitted), or the current one.
+    fn observed_config_of(&self, cluster: &ObservedCluster) -> serde_json::Value {
+        match &cluster.memory.submitted_config {
+            Some(config) => without_capacity(config),
+            None => self.config_json.clone(),
+        }
+    }
+
+    /// Whether the cluster accepted `config` at the capacity its memory holds (a cluster never
+    /// asked for a capacity runs at full capacity).
+    fn capacity_applied(&self, config: &serde_json::Value, cluster: &ObservedCluster) -> bool {
+        if cluster.memory.target_capacity.is_none() {
+            return true;
+        }
+        let (_, hash) = with_capacity(config, cluster.memory.target_capacity);
+        cluster.memory.submitted_config_hash.as_deref() == Some(hash.as_str())
+    }
+
+    /// Locally no Gateway is needed: say so once per generation when the spec has none.
+    fn note_no_gateway_needed(&mut self) {
+        let spec = self.desired.spec;
+        let gateway = spec
+            .upgrade_strategy
+            .as_ref()
+            .and_then(|s| s.cluster_upgrade_options.as_ref())
+            .and_then(|o| o.gateway_class_name.as_deref())
+            .is_some_and(|g| !g.is_empty());
+        let autoscaling = spec
+            .ray_cluster_config
+            .as_ref()
+            .is_some_and(|c| c.enable_in_tree_autoscaling == Some(true));
+        let mut missing = Vec::new();
+        if !gateway {
+            missing.push("clusterUpgradeOptions.gatewayClassName");
+        }
+        if !autoscaling {
+            missing.push("rayClusterConfig.enableInTreeAutoscaling");
+        }
+        if !missing.is_empty() {
+            self.event(
+                EventKind::Normal,
+                "IncrementalUpgradeWithoutGateway",
+                format!(
+                    "{} not set: not needed here, where the Serve endpoint splits traffic itself and worker nodes follow target_capacity (KubeRay on Kubernetes requires them)",
+                    missing.join(" and ")
+                ),
+            );
         }
     }
 
@@ -279,16 +684,7 @@ impl<'a> Reconcile<'a> {
         unreferenced.sort_by_key(|cluster| std::cmp::Reverse(cluster.created_at));
         for cluster in unreferenced {
             match cluster.memory.delete_at {
-                Some(at) if at <= self.now => {
-                    self.actions.push(Action::DeleteCluster {
-                        cluster: cluster.name.clone(),
-                    });
-                    self.event(
-                        EventKind::Normal,
-                        "ClusterDeleted",
-                        format!("old cluster {} stopped", cluster.name),
-                    );
-                }
+                Some(at) if at <= self.now => self.stop_when_drained(cluster, at),
                 Some(at) => {
                     let wait =
                         Duration::from_secs((at.as_second() - self.now.as_second()).max(1) as u64);
@@ -304,6 +700,60 @@ impl<'a> Reconcile<'a> {
         }
     }
 
+    /// A cluster due for deletion stops once no request is in flight on it, or at the drain
+    /// deadline with whatever is left.
+    fn stop_when_drained(&mut self, cluster: &ObservedCluster, due: Timestamp) {
+        let in_flight = cluster.in_flight.unwrap_or(0);
+        let timeout = self.drain_timeout();
+        let deadline = Timestamp::from_second(due.as_second() + timeout).unwrap_or(due);
+        if in_flight > 0 && self.now < deadline {
+            if cluster.memory.draining_since.is_none() {
+                self.actions.push(Action::Remember {
+                    cluster: cluster.name.clone(),
+                    memory: ClusterMemory {
+                        draining_since: Some(self.now),
+                        ..cluster.memory.clone()
+                    },
+                });
+                self.event(
+                    EventKind::Normal,
+                    "Draining",
+                    format!(
+                        "Draining: {in_flight} request(s) in flight on {}; it stops when they finish, at the latest at {} ({} {timeout}s)",
+                        cluster.name,
+                        status::timestamp(deadline),
+                        ANNOTATION_DRAIN_TIMEOUT
+                    ),
+                );
+            }
+            self.next_deletion = Some(self.next_deletion.map_or(DRAIN_POLL, |d| d.min(DRAIN_POLL)));
+            return;
+        }
+        self.actions.push(Action::DeleteCluster {
+            cluster: cluster.name.clone(),
+        });
+        let how = if in_flight > 0 {
+            format!(" at its drain deadline with {in_flight} request(s) still in flight")
+        } else if cluster.memory.draining_since.is_some() {
+            " once its last request in flight finished".to_string()
+        } else {
+            String::new()
+        };
+        self.event(
+            EventKind::Normal,
+            "ClusterDeleted",
+            format!("old cluster {} stopped{how}", cluster.name),
+        );
+    }
+
+    fn drain_timeout(&self) -> i64 {
+        self.desired
+            .annotation(ANNOTATION_DRAIN_TIMEOUT)
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .filter(|v| *v >= 0)
+            .unwrap_or(DEFAULT_DRAIN_TIMEOUT_SECONDS)
+    }
+
     fn create_cluster(&mut self, cause: CreateCause) -> ObservedCluster {
         let name = cluster_name(self.desired.name, &self.observed.fresh_suffix);
         self.event(
@@ -311,7 +761,11 @@ impl<'a> Reconcile<'a> {
             "ClusterCreated",
             format!("{cause}: {name}"),
         );
-        let memory = ClusterMemory::new(self.desired_hash.clone());
+        let mut memory = ClusterMemory::new(self.desired_hash.clone());
+        if self.incremental.is_some() && matches!(cause, CreateCause::SpecChanged { .. }) {
+            // Starts at no capacity: workers and Serve replicas come step by step.
+            memory.target_capacity = Some(0);
+        }
         self.actions.push(Action::CreateCluster {
             name: name.clone(),
             spec: Box::new(self.cluster_spec.clone()),
@@ -327,6 +781,8 @@ impl<'a> Reconcile<'a> {
             memory,
             nodes: Default::default(),
             serve: ServeObservation::Unknown,
+            in_flight: None,
+            traffic: None,
         }
     }
 
@@ -356,12 +812,26 @@ impl<'a> Reconcile<'a> {
                 });
                 return None;
             }
+            if let Some(rolled_back) = running
+                .memory
+                .rolled_back
+                .as_ref()
+                .filter(|r| r.spec_hash == self.desired_hash)
+            {
+                // Tried and rolled back automatically: not again until the spec changes.
+                self.skipped_upgrade =
+                    Some((ROLLED_BACK_AUTOMATICALLY, rolled_back.message.clone()));
+                return None;
+            }
             let changed = fields_forcing_upgrade(&running.spec, self.cluster_spec);
             let fields = changed.join(", ");
             if self.upgrade_type() == UpgradeType::None {
-                self.skipped_upgrade = Some(format!(
-                    "upgradeStrategy.type is None: {fields} changed but cluster {} keeps running the old spec",
-                    running.name
+                self.skipped_upgrade = Some((
+                    "UpgradeSkipped",
+                    format!(
+                        "upgradeStrategy.type is None: {fields} changed but cluster {} keeps running the old spec",
+                        running.name
+                    ),
                 ));
                 if self.spec_changed {
                     self.event(
@@ -459,21 +929,23 @@ impl<'a> Reconcile<'a> {
         }
     }
 
-    /// Submits the serve config when the cluster has not accepted this version yet, or when its
-    /// head came back with no applications (a restart without GCS fault tolerance).
-    fn submit_if_needed(&mut self, cluster: &ObservedCluster) {
+    /// Submits `config` (at the capacity the cluster's memory holds) when the cluster has not
+    /// accepted it yet, or when its head came back with no applications (a restart without
+    /// GCS fault tolerance).
+    fn submit_if_needed(&mut self, cluster: &ObservedCluster, config: serde_json::Value) {
         let ServeObservation::Reachable { applications, .. } = &cluster.serve else {
             return;
         };
         if !cluster.nodes.head_ready {
             return;
         }
+        let (config, config_hash) = with_capacity(&config, cluster.memory.target_capacity);
         let memory = &cluster.memory;
-        let accepted = memory.submitted_config_hash.as_deref() == Some(self.config_hash.as_str());
+        let accepted = memory.submitted_config_hash.as_deref() == Some(config_hash.as_str());
         let refused = memory
             .rejected_config
             .as_ref()
-            .is_some_and(|rejected| rejected.hash == self.config_hash);
+            .is_some_and(|rejected| rejected.hash == config_hash);
         let lost =
             accepted && applications.is_empty() && !self.serve_config.applications.is_empty();
         if (!accepted && !refused) || lost {
@@ -486,8 +958,9 @@ impl<'a> Reconcile<'a> {
             }
             self.actions.push(Action::SubmitServeConfig {
                 cluster: cluster.name.clone(),
-                config: self.config_json.clone(),
-                config_hash: self.config_hash.clone(),
+                config,
+                config_hash,
+                remember_config: self.observed.splits_traffic,
             });
             self.busy();
         }
@@ -497,8 +970,9 @@ impl<'a> Reconcile<'a> {
     /// first cluster (nothing serves yet, so nothing can get worse) one RUNNING app is enough: the
     /// others keep deploying, or stay failed, in plain sight in the status.
     fn ready_to_take_traffic(&self, cluster: &ObservedCluster, first: bool) -> bool {
+        let (_, expected) = with_capacity(&self.config_json, cluster.memory.target_capacity);
         if !cluster.nodes.head_ready
-            || cluster.memory.submitted_config_hash.as_deref() != Some(self.config_hash.as_str())
+            || cluster.memory.submitted_config_hash.as_deref() != Some(expected.as_str())
         {
             return false;
         }
@@ -533,6 +1007,116 @@ impl<'a> Reconcile<'a> {
             wanted.iter().any(ready)
         } else {
             wanted.iter().all(ready)
+        }
+    }
+}
+
+/// `config` with Serve's `target_capacity` set (when given), and the hash of what is sent.
+fn with_capacity(config: &serde_json::Value, capacity: Option<i32>) -> (serde_json::Value, String) {
+    let mut config = config.clone();
+    if let (Some(capacity), Some(fields)) = (capacity, config.as_object_mut()) {
+        fields.insert("target_capacity".into(), capacity.into());
+    }
+    let hash = serve_config_hash(&config);
+    (config, hash)
+}
+
+/// `config` without `target_capacity`.
+fn without_capacity(config: &serde_json::Value) -> serde_json::Value {
+    let mut config = config.clone();
+    if let Some(fields) = config.as_object_mut() {
+        fields.remove("target_capacity");
+    }
+    config
+}
+
+/// Every deployment of the cluster is HEALTHY: Serve finished scaling to its capacity.
+fn deployments_settled(cluster: &ObservedCluster) -> bool {
+    match &cluster.serve {
+        ServeObservation::Reachable { applications, .. } => applications.iter().all(|app| {
+            app.deployments
+                .iter()
+                .all(|d| d.status == ServeDeploymentStatus::Healthy)
+        }),
+        _ => false,
+    }
+}
+
+/// Where an incremental upgrade stands after this reconcile.
+struct Stepped {
+    active: ObservedCluster,
+    pending: Option<ObservedCluster>,
+    split: Split,
+    rolling_back: bool,
+    options: Options,
+    promoted: bool,
+}
+
+impl Stepped {
+    /// Writes capacities, traffic shares and the rollback condition into the status.
+    fn write(
+        &self,
+        status: &mut RayServiceStatus,
+        previous: &RayServiceStatus,
+        generation: i64,
+        now: Timestamp,
+    ) {
+        let split = &self.split;
+        if self.pending.is_some() {
+            split.write(status);
+        } else {
+            let active = &mut status.active_service_status;
+            if self.promoted {
+                active.target_capacity = Some(split.pending_capacity);
+                active.traffic_routed_percent = Some(split.pending_traffic);
+                active.last_traffic_migrated_time = split.pending_migrated.map(status::timestamp);
+            } else {
+                active.target_capacity = Some(split.active_capacity);
+                active.traffic_routed_percent = Some(split.active_traffic);
+                active.last_traffic_migrated_time = split.active_migrated.map(status::timestamp);
+            }
+        }
+        status
+            .conditions
+            .retain(|c| c.type_ != ROLLBACK_IN_PROGRESS);
+        if self.rolling_back && self.pending.is_some() {
+            status.conditions.push(status::condition(
+                previous,
+                ROLLBACK_IN_PROGRESS,
+                true,
+                "DesiredClusterSpecChanged",
+                "the spec no longer matches the pending cluster: traffic returns to the active one",
+                generation,
+                now,
+            ));
+        }
+        if let Some(pending) = &self.pending {
+            let next = split
+                .next_move_at(&self.options, self.rolling_back)
+                .filter(|at| *at > now)
+                .map(|at| format!("; next traffic step at {}", status::timestamp(at)))
+                .unwrap_or_default();
+            let message = format!(
+                "{}incremental upgrade: {} has {}% of requests at capacity {}%, {} has {}% at capacity {}%{next}",
+                if self.rolling_back {
+                    "rolling back "
+                } else {
+                    ""
+                },
+                self.active.name,
+                split.active_traffic,
+                split.active_capacity,
+                pending.name,
+                split.pending_traffic,
+                split.pending_capacity,
+            );
+            if let Some(c) = status
+                .conditions
+                .iter_mut()
+                .find(|c| c.type_ == status::UPGRADE_IN_PROGRESS)
+            {
+                c.message = message;
+            }
         }
     }
 }

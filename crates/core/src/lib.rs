@@ -7,6 +7,7 @@
 pub mod contract;
 pub mod decide;
 pub mod hash;
+pub mod incremental;
 pub mod model;
 pub mod naming;
 pub mod status;

@@ -1,5 +1,7 @@
 //! What the core is told (desired and observed state) and what it answers (actions, status).
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::jiff::Timestamp;
 pub use rayservice_api::serve_api::{ObservedApp, ObservedDeployment};
 use rayservice_api::{RayClusterSpec, RayServiceSpec, RayServiceStatus};
@@ -17,6 +19,8 @@ pub struct Desired<'a> {
     pub generation: i64,
     /// The spec.
     pub spec: &'a RayServiceSpec,
+    /// `metadata.annotations` (`rayservice.dev/drain-timeout-seconds`, ...).
+    pub annotations: Option<&'a BTreeMap<String, String>>,
 }
 
 impl<'a> Desired<'a> {
@@ -26,7 +30,19 @@ impl<'a> Desired<'a> {
             name,
             generation,
             spec,
+            annotations: None,
         }
+    }
+
+    /// The same, with the object's annotations.
+    pub fn with_annotations(mut self, annotations: Option<&'a BTreeMap<String, String>>) -> Self {
+        self.annotations = annotations;
+        self
+    }
+
+    /// The value of annotation `key`, if set.
+    pub fn annotation(&self, key: &str) -> Option<&'a str> {
+        self.annotations?.get(key).map(String::as_str)
     }
 }
 
@@ -44,6 +60,10 @@ pub struct Observed {
     /// The platform wakes the controller when a head comes up (Kubernetes watches pods); with
     /// no head to ask, it need not look again soon. Local mode polls.
     pub watch_driven: bool,
+    /// The platform can split one service's traffic between two clusters by weight (local
+    /// mode's front endpoint can), so `NewClusterWithIncrementalUpgrade` is carried out;
+    /// otherwise it is a `NewCluster` upgrade and a Warning says so.
+    pub splits_traffic: bool,
 }
 
 /// One cluster owned by a RayService, as observed.
@@ -61,6 +81,22 @@ pub struct ObservedCluster {
     pub nodes: NodesObservation,
     /// Its dashboard and Serve.
     pub serve: ServeObservation,
+    /// Requests in flight on it, when the platform's front knows them exactly (local mode);
+    /// `None` when it cannot tell.
+    pub in_flight: Option<u64>,
+    /// Requests the platform's front sent it so far and how many failed, when it counts them
+    /// (local mode); `None` when it cannot tell.
+    pub traffic: Option<TrafficCounts>,
+}
+
+/// Requests sent to a cluster and how many failed (5xx, or no answer), counted since the
+/// platform's front started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficCounts {
+    /// Requests forwarded.
+    pub requests: u64,
+    /// Of those, failed.
+    pub failures: u64,
 }
 
 /// The Ray nodes of a cluster.
@@ -132,6 +168,9 @@ pub enum Action {
         config: Value,
         /// Its hash.
         config_hash: String,
+        /// Keep the config itself in the cluster's memory once accepted (incremental upgrades
+        /// send it again with another `target_capacity`).
+        remember_config: bool,
     },
     /// Point the Serve and dashboard endpoints at this cluster (`None`: at nothing).
     RouteTraffic {

@@ -109,7 +109,7 @@ pub fn build(
     roles: &Roles<'_>,
     config: &ServeConfig,
     config_hash: &str,
-    skipped_upgrade: Option<&str>,
+    skipped_upgrade: Option<(&str, &str)>,
 ) -> RayServiceStatus {
     let now = observed.now;
     let previous = &observed.status;
@@ -153,7 +153,7 @@ pub fn build(
             "no cluster serves yet".to_string(),
         ),
         (Some(_), None) => match skipped_upgrade {
-            Some(why) => (false, "UpgradeSkipped", why.to_string()),
+            Some((reason, why)) => (false, reason, why.to_string()),
             None => (
                 false,
                 "NoPendingCluster",
@@ -203,6 +203,23 @@ pub fn build(
         status.last_update_time = Some(timestamp(now));
     }
     status
+}
+
+/// Whether condition `type_` is True in `status`.
+pub fn condition_true(status: &RayServiceStatus, type_: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// Sets `lastUpdateTime` to `now` when `status` differs from `previous` (apart from times).
+pub fn stamp(status: &mut RayServiceStatus, previous: &RayServiceStatus, now: Timestamp) {
+    if !same_apart_from_times(status, previous) {
+        status.last_update_time = Some(timestamp(now));
+    } else {
+        status.last_update_time = previous.last_update_time.clone();
+    }
 }
 
 /// Whether the status says Ready.

@@ -98,12 +98,9 @@ impl World {
             clusters: self.clusters.clone(),
             fresh_suffix: format!("c{:04}", self.suffix),
             watch_driven: false,
+            splits_traffic: false,
         };
-        let desired = Desired {
-            name: "svc",
-            generation: self.generation,
-            spec: &self.spec,
-        };
+        let desired = Desired::new("svc", self.generation, &self.spec);
         let decision = reconcile(&desired, &observed);
         let again = reconcile(&desired, &observed);
         assert_eq!(decision, again, "the core must be deterministic");
@@ -138,6 +135,8 @@ impl World {
                         ..Default::default()
                     },
                     serve: ServeObservation::Unknown,
+                    in_flight: None,
+                    traffic: None,
                 });
             }
             Action::UpdateClusterInPlace { name, spec, memory } => {
@@ -149,6 +148,7 @@ impl World {
                 cluster,
                 config,
                 config_hash,
+                ..
             } => {
                 self.submits.push(cluster.clone());
                 let behaviour = self.behaviour;

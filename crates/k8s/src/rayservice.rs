@@ -360,6 +360,9 @@ impl Pass<'_> {
             clusters: observed_clusters,
             fresh_suffix: random_suffix(),
             watch_driven: true,
+            // Traffic between two clusters would need a Gateway and an HTTPRoute, not built
+            // yet: incremental upgrades are NewCluster upgrades here, and a Warning says so.
+            splits_traffic: false,
         };
         let changed: Vec<&ObservedCluster> = self
             .views
@@ -373,8 +376,9 @@ impl Pass<'_> {
         }
         let spec = self.service.spec.clone();
         let generation = self.service.metadata.generation.unwrap_or(1);
-        let decision =
-            rayservice_core::reconcile(&Desired::new(&self.name, generation, &spec), &observed);
+        let desired = Desired::new(&self.name, generation, &spec)
+            .with_annotations(self.service.metadata.annotations.as_ref());
+        let decision = rayservice_core::reconcile(&desired, &observed);
         let mut status = decision.status;
         let requeue_after = decision.requeue_after;
         for action in decision.actions {
@@ -434,6 +438,10 @@ impl Pass<'_> {
             memory: seen.memory,
             nodes: seen.nodes,
             serve: seen.serve,
+            // Requests in flight on a cluster are not counted here (they pass through the
+            // Service, not through us): it stops after the deletion delay, as in KubeRay.
+            in_flight: None,
+            traffic: None,
         }
     }
 
@@ -518,7 +526,11 @@ impl Pass<'_> {
                 cluster,
                 config,
                 config_hash,
-            } => self.submit(&cluster, &config, &config_hash).await,
+                remember_config,
+            } => {
+                let keep = remember_config.then_some(&config);
+                self.submit(&cluster, &config, &config_hash, keep).await
+            }
             Action::RouteTraffic { cluster } => {
                 tracing::info!(service = %self.name, cluster = ?cluster, "traffic switched");
                 if let Some(cluster) = cluster {
@@ -624,6 +636,7 @@ impl Pass<'_> {
         cluster: &str,
         config: &serde_json::Value,
         config_hash: &str,
+        keep: Option<&serde_json::Value>,
     ) -> Result<(), Error> {
         let Some(view) = self.view(cluster) else {
             return Ok(());
@@ -637,7 +650,8 @@ impl Pass<'_> {
             dashboard_port(&view.object.spec),
         );
         let memory = memory_of(&view.object);
-        let outcome = contract::submit(&dashboard, cluster, config, config_hash, &memory).await;
+        let outcome =
+            contract::submit(&dashboard, cluster, config, config_hash, keep, &memory).await;
         if outcome.memory != memory {
             self.remember(cluster, &outcome.memory).await?;
         }

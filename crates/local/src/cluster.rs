@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rayservice_api::{RayClusterSpec, WorkerGroupSpec};
+use rayservice_api::RayClusterSpec;
+use rayservice_core::incremental::workers_at_capacity;
 use rayservice_core::{EventKind, random_suffix};
 use rayservice_ray::auth::AuthToken;
 use rayservice_ray::install::RayRuntime;
@@ -37,6 +38,8 @@ pub trait NodeHost: Send + Sync + 'static {
     fn node_event(&self, cluster: &str, kind: EventKind, reason: &str, message: &str);
     /// A node of `cluster` started, stopped or failed: its owner should look again.
     fn node_changed(self: Arc<Self>, cluster: &str);
+    /// A node was stopped for good (its group shrank): forget its record.
+    fn forget_node(&self, cluster: &str, node: &str);
 }
 
 /// Why a cluster could not be planned or a node started.
@@ -109,6 +112,9 @@ impl ClusterLayout {
     }
 }
 
+/// How long a node that is stopped for good gets after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
 /// Worker processes per node: Serve replicas, the controller and proxy each take one port.
 const WORKER_PORTS_PER_NODE: u16 = 100;
 
@@ -128,9 +134,12 @@ pub struct NodesState {
 #[derive(Debug, Default)]
 struct NodeRuntime {
     node_type: String,
+    group: String,
     running: bool,
     pid: Option<i32>,
     failure: Option<String>,
+    /// Being stopped for good (its group shrinks): not started again when it exits.
+    retiring: bool,
 }
 
 #[derive(Debug, Default)]
@@ -254,33 +263,116 @@ impl Clusters {
         });
     }
 
-    /// Starts the workers a spec wants that are not there yet (new cluster, or appended groups).
+    /// Starts the workers a spec wants that are not there yet (new cluster, appended groups, or
+    /// a larger Serve capacity during an incremental upgrade: a group runs
+    /// [`rayservice_core::incremental::workers_at_capacity`] of its replicas).
     pub fn start_missing_workers(
         &self,
         host: Arc<dyn NodeHost>,
         name: &str,
         spec: &RayClusterSpec,
     ) {
-        let existing: Vec<(String, String)> = host
-            .cluster_nodes(name)
-            .into_iter()
-            .map(|n| (n.group, n.name))
-            .collect();
+        let capacity = host
+            .cluster_record(name)
+            .ok()
+            .flatten()
+            .and_then(|record| record.memory.target_capacity);
         for group in &spec.worker_group_specs {
-            let have = existing
-                .iter()
-                .filter(|(g, _)| *g == group.group_name)
-                .count() as i32;
-            for _ in have..group.desired_replicas() {
+            let wanted = workers_at_capacity(group.desired_replicas(), capacity);
+            let have = self.workers_of(name, &group.group_name).len() as i32;
+            for _ in have..wanted {
                 let node = NodeRecord::new_node(
                     name,
                     "worker",
                     &group.group_name,
                     format!("{name}-worker-{}-{}", group.group_name, random_suffix()),
                 );
+                // Counted from now on, before its process starts.
+                self.set_node(name, &node.name, "worker", &node.group, false, None, None);
                 supervise(host.clone(), node, None);
             }
         }
+    }
+
+    /// The workers of a group that are not being retired: (node name, pid when running).
+    fn workers_of(&self, name: &str, group: &str) -> Vec<(String, Option<i32>)> {
+        self.lock()
+            .get(name)
+            .map(|cluster| {
+                cluster
+                    .nodes
+                    .iter()
+                    .filter(|(_, n)| n.node_type == "worker" && n.group == group && !n.retiring)
+                    .map(|(node, n)| (node.clone(), n.pid.filter(|_| n.running)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Stops workers beyond what `capacity` asks of each group, as the autoscaler of a Ray
+    /// cluster would: only workers that are idle, i.e. run no Serve replica (`busy` says
+    /// whether a process belongs to a replica running on the worker whose process group
+    /// leader has that pid). Returns the workers stopped.
+    pub async fn stop_idle_surplus(
+        &self,
+        host: Arc<dyn NodeHost>,
+        name: &str,
+        spec: &RayClusterSpec,
+        capacity: Option<i32>,
+        busy: impl Fn(i32) -> bool,
+    ) -> Vec<String> {
+        let Ok(Some(record)) = host.cluster_record(name) else {
+            return Vec::new();
+        };
+        let Ok(layout) = serde_json::from_value::<ClusterLayout>(record.layout) else {
+            return Vec::new();
+        };
+        let marker = layout.temp_dir.display().to_string();
+        let mut chosen: Vec<(String, Option<i32>)> = Vec::new();
+        for group in &spec.worker_group_specs {
+            let wanted = workers_at_capacity(group.desired_replicas(), capacity);
+            let workers = self.workers_of(name, &group.group_name);
+            let surplus = workers
+                .len()
+                .saturating_sub(usize::try_from(wanted).unwrap_or(0));
+            // Workers that never started go first, then idle running ones.
+            let mut idle: Vec<(String, Option<i32>)> = workers
+                .into_iter()
+                .filter(|(_, pid)| pid.is_none_or(|pid| !busy(pid)))
+                .collect();
+            idle.sort_by_key(|(_, pid)| pid.is_some());
+            chosen.extend(idle.into_iter().take(surplus));
+        }
+        {
+            let mut state = self.lock();
+            if let Some(cluster) = state.get_mut(name) {
+                for (node, _) in &chosen {
+                    if let Some(n) = cluster.nodes.get_mut(node) {
+                        n.retiring = true;
+                    }
+                }
+            }
+        }
+        for (node, pid) in &chosen {
+            // Only a process provably started for this cluster is signalled.
+            if let Some(pid) = pid
+                && process::is_ours(*pid, None, &marker)
+            {
+                process::stop_group(*pid, STOP_GRACE).await;
+            }
+            host.forget_node(name, node);
+            if let Some(cluster) = self.lock().get_mut(name) {
+                cluster.nodes.remove(node);
+            }
+        }
+        chosen.into_iter().map(|(node, _)| node).collect()
+    }
+
+    fn is_retiring(&self, cluster: &str, node: &str) -> bool {
+        self.lock()
+            .get(cluster)
+            .and_then(|c| c.nodes.get(node))
+            .is_some_and(|n| n.retiring)
     }
 
     /// Takes over the nodes of a cluster started by an earlier server process.
@@ -312,12 +404,18 @@ impl Clusters {
     }
 
     /// What the nodes of a cluster do now.
-    pub fn observe_nodes(&self, name: &str, spec: &RayClusterSpec) -> NodesState {
+    /// `capacity`: the Serve capacity the cluster is sized for (incremental upgrades).
+    pub fn observe_nodes(
+        &self,
+        name: &str,
+        spec: &RayClusterSpec,
+        capacity: Option<i32>,
+    ) -> NodesState {
         let state = self.lock();
         let workers_desired = spec
             .worker_group_specs
             .iter()
-            .map(WorkerGroupSpec::desired_replicas)
+            .map(|group| workers_at_capacity(group.desired_replicas(), capacity))
             .sum();
         let Some(cluster) = state.get(name) else {
             return NodesState {
@@ -333,7 +431,7 @@ impl Clusters {
             workers_running: cluster
                 .nodes
                 .values()
-                .filter(|n| n.node_type == "worker" && n.running)
+                .filter(|n| n.node_type == "worker" && n.running && !n.retiring)
                 .count() as i32,
             failure: cluster
                 .nodes
@@ -373,7 +471,7 @@ impl Clusters {
             .unwrap_or((false, None))
     }
 
-    /// Stops every node of a cluster (workers first, then the head) and removes its temp dir.
+    /// Stops every node of a cluster (all at once) and removes its temp dir.
     pub async fn stop(&self, name: &str, temp_dir: Option<&std::path::Path>) {
         let pids: Vec<(String, i32)> = {
             let mut state = self.lock();
@@ -396,20 +494,14 @@ impl Clusters {
                 .is_some_and(|marker| process::is_ours(pid, None, marker))
         };
         let pids: Vec<(String, i32)> = pids.into_iter().filter(|(_, pid)| ours(*pid)).collect();
-        let workers: Vec<i32> = pids
-            .iter()
-            .filter(|(k, _)| k == "worker")
-            .map(|(_, p)| *p)
-            .collect();
+        // Every node at once, as Kubernetes deletes a cluster's pods: the cluster is going, and
+        // nothing is in flight on it any more (it was drained), so Ray's own slow shutdown
+        // (tens of seconds after SIGTERM) is not waited for beyond a short grace.
         futures::future::join_all(
-            workers
-                .into_iter()
-                .map(|pid| process::stop_group(pid, Duration::from_secs(10))),
+            pids.iter()
+                .map(|(_, pid)| process::stop_group(*pid, STOP_GRACE)),
         )
         .await;
-        for (_, pid) in pids.iter().filter(|(k, _)| k == "head") {
-            process::stop_group(*pid, Duration::from_secs(10)).await;
-        }
         if let Some(dir) = temp_dir {
             let stragglers = process::kill_by_marker(&dir.display().to_string());
             if stragglers > 0 {
@@ -427,11 +519,13 @@ impl Clusters {
         self.lock().remove(name);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn set_node(
         &self,
         cluster: &str,
         node: &str,
         node_type: &str,
+        group: &str,
         running: bool,
         pid: Option<i32>,
         failure: Option<String>,
@@ -441,13 +535,16 @@ impl Clusters {
         if node_type == "head" && !running {
             entry.head_ready = false;
         }
+        let retiring = entry.nodes.get(node).is_some_and(|n| n.retiring);
         entry.nodes.insert(
             node.to_string(),
             NodeRuntime {
                 node_type: node_type.to_string(),
+                group: group.to_string(),
                 running,
                 pid,
                 failure,
+                retiring,
             },
         );
     }
@@ -476,6 +573,7 @@ fn supervise(host: Arc<dyn NodeHost>, mut node: NodeRecord, adopted: Option<()>)
                 &node.cluster,
                 &node.name,
                 &node.node_type,
+                &node.group,
                 true,
                 node.pid,
                 None,
@@ -492,6 +590,7 @@ fn supervise(host: Arc<dyn NodeHost>, mut node: NodeRecord, adopted: Option<()>)
                 &node.cluster,
                 &node.name,
                 &node.node_type,
+                &node.group,
                 false,
                 None,
                 Some(format!("{} {} exited", node.node_type, node.name)),
@@ -499,7 +598,9 @@ fn supervise(host: Arc<dyn NodeHost>, mut node: NodeRecord, adopted: Option<()>)
             host.clone().node_changed(&node.cluster);
         }
         loop {
-            if clusters.is_stopping(&node.cluster) {
+            if clusters.is_stopping(&node.cluster)
+                || clusters.is_retiring(&node.cluster, &node.name)
+            {
                 return;
             }
             if !first {
@@ -527,6 +628,7 @@ fn supervise(host: Arc<dyn NodeHost>, mut node: NodeRecord, adopted: Option<()>)
                         &node.cluster,
                         &node.name,
                         &node.node_type,
+                        &node.group,
                         false,
                         None,
                         Some(why.clone()),
@@ -540,13 +642,16 @@ fn supervise(host: Arc<dyn NodeHost>, mut node: NodeRecord, adopted: Option<()>)
                 &node.cluster,
                 &node.name,
                 &node.node_type,
+                &node.group,
                 true,
                 node.pid,
                 None,
             );
             host.clone().node_changed(&node.cluster);
             let status = child.wait().await;
-            if clusters.is_stopping(&node.cluster) {
+            if clusters.is_stopping(&node.cluster)
+                || clusters.is_retiring(&node.cluster, &node.name)
+            {
                 return;
             }
             let why = format!(
@@ -562,6 +667,7 @@ fn supervise(host: Arc<dyn NodeHost>, mut node: NodeRecord, adopted: Option<()>)
                 &node.cluster,
                 &node.name,
                 &node.node_type,
+                &node.group,
                 false,
                 None,
                 Some(why),

@@ -10,8 +10,9 @@ use rayservice_api::{RayService, RayServiceSpec, RayServiceStatus, ServeConfig};
 use rayservice_core::contract::{self, DashboardAnswer, ProxyFacts};
 use rayservice_core::{
     Action, ClusterMemory, Desired, EventKind, NodesObservation, Observed, ObservedCluster,
+    TrafficCounts,
 };
-use rayservice_proxy::{FrontEndpoint, RouteTable, ServiceRoute};
+use rayservice_proxy::{Backend, FrontEndpoint, RouteTable, ServiceRoute};
 use rayservice_ray::auth::AuthToken;
 use rayservice_ray::dashboard::DashboardClient;
 use serde_json::Value;
@@ -165,8 +166,9 @@ impl Controller {
         let observed = self
             .observe_service(name, status, rayservice_core::random_suffix())
             .await?;
-        let decision =
-            rayservice_core::reconcile(&Desired::new(name, generation, &spec), &observed);
+        let desired = Desired::new(name, generation, &spec)
+            .with_annotations(object.metadata.annotations.as_ref());
+        let decision = rayservice_core::reconcile(&desired, &observed);
         let mut status = decision.status;
         for cluster in &observed.clusters {
             let stored = self.cluster_record(&cluster.name)?;
@@ -178,6 +180,7 @@ impl Controller {
         for action in decision.actions {
             self.carry_out(name, action).await?;
         }
+        self.size_workers_to_capacity(name).await?;
         self.fill_cluster_details(&mut status);
         let status_json = serde_json::to_value(&status).map_err(ControllerError::decode)?;
         if status_json != record.status {
@@ -210,6 +213,8 @@ impl Controller {
             clusters,
             fresh_suffix,
             watch_driven: false,
+            // The Serve front endpoint splits one service's requests between two clusters.
+            splits_traffic: true,
         })
     }
 
@@ -221,7 +226,9 @@ impl Controller {
         now: Timestamp,
     ) -> ObservedCluster {
         let layout: Option<ClusterLayout> = serde_json::from_value(record.layout.clone()).ok();
-        let nodes = self.clusters.observe_nodes(&record.name, &record.spec);
+        let nodes =
+            self.clusters
+                .observe_nodes(&record.name, &record.spec, record.memory.target_capacity);
         let dashboard = layout
             .as_ref()
             .filter(|_| nodes.head_running)
@@ -254,6 +261,13 @@ impl Controller {
             failure: nodes.failure,
         };
         let seen = contract::see(facts, answer, proxies, serving, &record.memory, now);
+        let counts = self
+            .serve_front
+            .stats()
+            .clusters
+            .get(&record.name)
+            .copied()
+            .unwrap_or_default();
         if seen.nodes.head_ready {
             self.clusters.mark_head_ready(&record.name);
         }
@@ -264,7 +278,83 @@ impl Controller {
             memory: seen.memory,
             nodes: seen.nodes,
             serve: seen.serve,
+            // The front endpoint counts every request it forwarded to the cluster until its
+            // response has been sent, and those that failed.
+            in_flight: Some(counts.in_flight),
+            traffic: Some(TrafficCounts {
+                requests: counts.requests,
+                failures: counts.failures,
+            }),
         }
+    }
+
+    /// During an incremental upgrade a cluster runs the share of its workers its Serve
+    /// capacity needs: missing workers start once its head runs, surplus ones stop once no
+    /// Serve replica runs on them (what the Ray autoscaler does for KubeRay).
+    async fn size_workers_to_capacity(
+        self: &Arc<Self>,
+        service: &str,
+    ) -> Result<(), ControllerError> {
+        let records = self.with_store(|s| s.clusters(Some(service)))?;
+        for record in records {
+            let capacity = record.memory.target_capacity;
+            let nodes = self
+                .clusters
+                .observe_nodes(&record.name, &record.spec, capacity);
+            if capacity.is_none() || !nodes.head_running || record.memory.delete_at.is_some() {
+                continue;
+            }
+            self.clusters
+                .start_missing_workers(self.clone(), &record.name, &record.spec);
+            if nodes.workers_running <= nodes.workers_desired {
+                continue;
+            }
+            let Ok(layout) = serde_json::from_value::<ClusterLayout>(record.layout.clone()) else {
+                continue;
+            };
+            // Without the replicas' processes nothing is known to be idle: nothing stops.
+            let Ok(details) = self
+                .dashboard(&record.name, &layout)
+                .get_serve_applications()
+                .await
+            else {
+                continue;
+            };
+            let replicas: Vec<i32> = details
+                .applications
+                .values()
+                .flat_map(|app| app.deployments.values())
+                .flat_map(|d| d.replicas.iter())
+                .filter_map(|r| r.pid.and_then(|pid| i32::try_from(pid).ok()))
+                .collect();
+            let stopped = self
+                .clusters
+                .stop_idle_surplus(
+                    self.clone(),
+                    &record.name,
+                    &record.spec,
+                    capacity,
+                    |leader| {
+                        replicas
+                            .iter()
+                            .any(|pid| crate::process::descends_from(*pid, leader))
+                    },
+                )
+                .await;
+            for node in stopped {
+                self.record_event(
+                    "RayCluster",
+                    &record.name,
+                    EventKind::Normal,
+                    "WorkerStopped",
+                    &format!(
+                        "worker {node} stopped: Serve target_capacity {}% needs fewer workers and no replica ran on it",
+                        capacity.unwrap_or(100)
+                    ),
+                )?;
+            }
+        }
+        Ok(())
     }
 
     /// A client for a cluster's dashboard that sends the cluster's token. A token that
@@ -337,8 +427,10 @@ impl Controller {
                 cluster,
                 config,
                 config_hash,
+                remember_config,
             } => {
-                self.submit(service, &cluster, config, config_hash).await?;
+                self.submit(service, &cluster, config, config_hash, remember_config)
+                    .await?;
             }
             Action::RouteTraffic { cluster } => {
                 tracing::info!(service, cluster = ?cluster, "traffic switched");
@@ -423,6 +515,7 @@ impl Controller {
         cluster: &str,
         config: Value,
         config_hash: String,
+        remember_config: bool,
     ) -> Result<(), ControllerError> {
         let Some(record) = self.cluster_record(cluster)? else {
             return Ok(());
@@ -430,6 +523,7 @@ impl Controller {
         let Ok(layout) = serde_json::from_value::<ClusterLayout>(record.layout.clone()) else {
             return Ok(());
         };
+        let keep = remember_config.then(|| config.clone());
         let (local_config, notes) = localize_serve_config(config, layout.serve_port);
         for note in notes {
             self.record_event(
@@ -446,6 +540,7 @@ impl Controller {
             cluster,
             &local_config,
             &config_hash,
+            keep.as_ref(),
             &record.memory,
         )
         .await;
@@ -519,11 +614,29 @@ impl Controller {
                 layout.map(|l| std::net::SocketAddr::from(([127, 0, 0, 1], l.serve_port)));
             let dashboard_upstream =
                 layout.map(|l| std::net::SocketAddr::from(([127, 0, 0, 1], l.dashboard_port)));
-            serve_routes.push(ServiceRoute::new(
-                service.name.clone(),
-                serve_upstream,
-                prefixes,
-            ));
+            // During an incremental upgrade the pending cluster takes its share of requests.
+            let mut backends: Vec<Backend> = Vec::new();
+            if let (Some(name), Some(addr)) = (&active, serve_upstream) {
+                let weight = service.status["activeServiceStatus"]["trafficRoutedPercent"]
+                    .as_u64()
+                    .map_or(100, |w| u32::try_from(w).unwrap_or(100));
+                backends.push(Backend::new(name.clone(), addr, weight));
+            }
+            let pending = service.status["pendingServiceStatus"]["rayClusterName"].as_str();
+            let pending_weight = service.status["pendingServiceStatus"]["trafficRoutedPercent"]
+                .as_u64()
+                .and_then(|w| u32::try_from(w).ok())
+                .unwrap_or(0);
+            if let Some(name) = pending
+                && pending_weight > 0
+                && let Some(layout) = layouts.get(name)
+            {
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], layout.serve_port));
+                backends.push(Backend::new(name, addr, pending_weight));
+            }
+            serve_routes.push(
+                ServiceRoute::new(service.name.clone(), None, prefixes).with_backends(backends),
+            );
             // The dashboard front listens on loopback only and stands in for the user's
             // `kubectl port-forward`: it adds the cluster's token, so a browser or `ray job`
             // on this machine works without knowing it.
@@ -704,6 +817,12 @@ impl NodeHost for Controller {
 
     fn node_changed(self: Arc<Self>, cluster: &str) {
         self.wake_cluster_owner(cluster);
+    }
+
+    fn forget_node(&self, cluster: &str, node: &str) {
+        if let Err(err) = self.with_store(|s| s.remove_node(cluster, node)) {
+            tracing::warn!(cluster, node, %err, "cannot forget a stopped node");
+        }
     }
 }
 

@@ -34,6 +34,7 @@ pub fn explain(
     desired: &ServeConfig,
     baseline: &Decision,
     proposed: &Decision,
+    incremental: Option<rayservice_core::incremental::Options>,
 ) -> DiffReport {
     let mut kinds = Vec::new();
     let mut lines = Vec::new();
@@ -61,10 +62,10 @@ pub fn explain(
         .collect();
     // The decision says why it starts a cluster; the explanation is read from it.
     let created = new_actions.iter().find_map(|a| match a {
-        Action::CreateCluster { cause, .. } => Some(cause),
+        Action::CreateCluster { cause, memory, .. } => Some((cause, memory)),
         _ => None,
     });
-    if let Some(cause) = created {
+    if let Some((cause, memory)) = created {
         kinds.push("upgrade".to_string());
         let why = match cause {
             CreateCause::SpecChanged { fields } if !fields.is_empty() => {
@@ -73,9 +74,20 @@ pub fn explain(
             CreateCause::Unhealthy { why } => format!("the serving cluster is unhealthy ({why})"),
             _ => "the cluster spec changed".to_string(),
         };
-        lines.push(format!(
-            "zero-downtime upgrade: a new cluster is started because {why}; traffic moves when every application runs on it"
-        ));
+        match incremental.filter(|_| memory.target_capacity.is_some()) {
+            Some(options) => {
+                kinds.push("incremental-upgrade".to_string());
+                let (steps, seconds) = rayservice_core::incremental::plan(&options);
+                lines.push(format!(
+                    "incremental upgrade: a new cluster is started because {why}; Serve capacity and traffic move step by step ({}% of requests every {} s at most, capacity {}% at a time; at least {seconds} s once it runs):",
+                    options.step, options.interval_seconds, options.max_surge
+                ));
+                lines.extend(steps.into_iter().map(|s| format!("  {s}")));
+            }
+            None => lines.push(format!(
+                "zero-downtime upgrade: a new cluster is started because {why}; traffic moves when every application runs on it"
+            )),
+        }
     }
     if new_actions
         .iter()

@@ -111,9 +111,60 @@ pub fn runs_with(pid: i32, marker: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Whether any process of group `pgid` remains.
+/// Whether process `pid` is `ancestor` or one of its descendants (its parent chain, read from
+/// `/proc`, reaches `ancestor`).
+pub fn descends_from(pid: i32, ancestor: i32) -> bool {
+    let mut current = pid;
+    for _ in 0..32 {
+        if current == ancestor {
+            return true;
+        }
+        if current <= 1 {
+            return false;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{current}/stat")) else {
+            return false;
+        };
+        // Field 4 (parent pid) follows the state, after the command name in parentheses.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        match parent {
+            Some(parent) => current = parent,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// Whether any process of group `pgid` remains that is not a zombie (an exited process whose
+/// parent, often init, has not reaped it yet runs nothing).
 pub fn group_alive(pgid: i32) -> bool {
-    pgid > 0 && killpg(Pid::from_raw(pgid), None).is_ok()
+    if pgid <= 0 || killpg(Pid::from_raw(pgid), None).is_err() {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    entries.flatten().any(|entry| {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+            return false;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // After the command name: state, parent pid, process group.
+        let mut fields = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace())
+            .into_iter()
+            .flatten();
+        let state = fields.next().unwrap_or("X");
+        let group = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
+        group == Some(pgid) && state != "Z" && state != "X"
+    })
 }
 
 /// Stops process group `pgid`: SIGTERM, then SIGKILL after `grace`.

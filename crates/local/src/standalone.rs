@@ -146,7 +146,7 @@ impl Controller {
         };
         let running = self
             .clusters
-            .observe_nodes(&record.name, &record.spec)
+            .observe_nodes(&record.name, &record.spec, None)
             .head_running;
         let answers = running
             && std::net::TcpStream::connect_timeout(

@@ -534,6 +534,17 @@ impl Store {
         Ok(())
     }
 
+    /// Removes one node of a cluster.
+    pub fn remove_node(&self, cluster: &str, name: &str) -> Result<(), StoreError> {
+        self.connection
+            .execute(
+                "DELETE FROM nodes WHERE cluster = ?1 AND name = ?2",
+                params![cluster, name],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Every node, or those of one cluster.
     pub fn nodes(&self, cluster: Option<&str>) -> Result<Vec<NodeRecord>, StoreError> {
         let mut statement = self

@@ -197,7 +197,7 @@ impl CompiledService {
             upstreams => {
                 let n = self.picks.fetch_add(1, Ordering::Relaxed);
                 let total = self.total_weight.max(1);
-                let mut slot = if total % SPREAD == 0 {
+                let mut slot = if total.is_multiple_of(SPREAD) {
                     n % total
                 } else {
                     n.wrapping_mul(SPREAD) % total
@@ -716,7 +716,7 @@ mod tests {
             .collect();
         assert_eq!(picks.iter().filter(|c| **c == "new").count(), 25);
         // Interleaved: no run of 25 "new" in a row.
-        assert!(picks.windows(4).all(|w| w.iter().any(|c| *c == "old")));
+        assert!(picks.windows(4).all(|w| w.contains(&"old")));
         let zero = table(
             EndpointKind::Serve,
             vec![

@@ -6,6 +6,9 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -359,5 +362,111 @@ impl Drop for ControlPlane {
             .arg("stop")
             .arg(self.dir.path())
             .output();
+    }
+}
+
+/// Continuous load: `threads` clients, each with one request in flight at all times.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<()>>,
+    sent: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    answers: Arc<Mutex<std::collections::BTreeMap<String, usize>>>,
+}
+
+impl Load {
+    pub fn start(port: u16, threads: usize, path: &'static str, body: &'static str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let answers = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
+        let deadline = Instant::now() + Duration::from_secs(900);
+        let handles = (0..threads)
+            .map(|_| {
+                let (stop, sent, failures, answers) = (
+                    stop.clone(),
+                    sent.clone(),
+                    failures.clone(),
+                    answers.clone(),
+                );
+                std::thread::spawn(move || {
+                    let client = reqwest::blocking::Client::builder()
+                        .no_proxy()
+                        .timeout(Duration::from_secs(30))
+                        .build()
+                        .expect("client");
+                    // Bounded: stops when told, after 900 s, or after 200k requests in all.
+                    while !stop.load(Ordering::Relaxed)
+                        && Instant::now() < deadline
+                        && sent.load(Ordering::Relaxed) < 200_000
+                    {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        let result = client
+                            .post(format!("http://127.0.0.1:{port}{path}"))
+                            .header("content-type", "application/json")
+                            .body(body)
+                            .send();
+                        match result {
+                            Ok(response) if response.status().is_success() => {
+                                let body = response
+                                    .text()
+                                    .unwrap_or_else(|e| format!("<body error {e}>"));
+                                *answers.lock().expect("lock").entry(body).or_default() += 1;
+                            }
+                            Ok(response) => failures
+                                .lock()
+                                .expect("lock")
+                                .push(format!("HTTP {}", response.status())),
+                            Err(error) => failures.lock().expect("lock").push(error.to_string()),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            handles,
+            sent,
+            failures,
+            answers,
+        }
+    }
+
+    /// Stops the load; returns (requests, failures, answers).
+    pub fn finish(
+        self,
+    ) -> (
+        usize,
+        Vec<String>,
+        std::collections::BTreeMap<String, usize>,
+    ) {
+        self.stop.store(true, Ordering::Relaxed);
+        for handle in self.handles {
+            let _ = handle.join();
+        }
+        let failures = self.failures.lock().expect("lock").clone();
+        let answers = self.answers.lock().expect("lock").clone();
+        (self.sent.load(Ordering::Relaxed), failures, answers)
+    }
+
+    pub fn answered(&self) -> usize {
+        self.answers.lock().expect("lock").values().sum()
+    }
+}
+
+impl Load {
+    /// The answers so far, by body.
+    pub fn answers(&self) -> std::collections::BTreeMap<String, usize> {
+        self.answers.lock().expect("lock").clone()
+    }
+
+    /// Requests sent so far.
+    pub fn sent(&self) -> usize {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// The failures so far.
+    pub fn failures(&self) -> usize {
+        self.failures.lock().expect("lock").len()
     }
 }

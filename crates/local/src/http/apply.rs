@@ -132,6 +132,7 @@ async fn diff_objects(
                 &desired,
                 &empty_decision(),
                 &empty_decision(),
+                None,
             ));
             continue;
         };
@@ -150,20 +151,12 @@ async fn diff_objects(
             .await
             .map_err(|e| e.to_string())?;
         let baseline = rayservice_core::reconcile(
-            &rayservice_core::Desired {
-                name: &name,
-                generation,
-                spec: &current_spec,
-            },
+            &rayservice_core::Desired::new(&name, generation, &current_spec),
             &observed,
         );
         let proposed_generation = if changed { generation + 1 } else { generation };
         let proposed = rayservice_core::reconcile(
-            &rayservice_core::Desired {
-                name: &name,
-                generation: proposed_generation,
-                spec: &resolved,
-            },
+            &rayservice_core::Desired::new(&name, proposed_generation, &resolved),
             &observed,
         );
         // The core explains a spec change when the generation moves; the baseline never does.
@@ -173,6 +166,7 @@ async fn diff_objects(
             &desired,
             &baseline,
             &proposed,
+            rayservice_core::incremental::Options::of(&resolved),
         ));
     }
     Ok(reports)

@@ -107,7 +107,10 @@ pub(super) async fn list_clusters(State(state): State<AppState>) -> Response {
     for record in records {
         let spec: RayClusterSpec = record.spec.clone();
         let layout: Option<ClusterLayout> = serde_json::from_value(record.layout.clone()).ok();
-        let nodes = controller.clusters.observe_nodes(&record.name, &spec);
+        let nodes =
+            controller
+                .clusters
+                .observe_nodes(&record.name, &spec, record.memory.target_capacity);
         let head_ready = nodes.head_running && controller.head_ready(&record);
         let observed = rayservice_core::ObservedCluster {
             name: record.name.clone(),
@@ -122,6 +125,8 @@ pub(super) async fn list_clusters(State(state): State<AppState>) -> Response {
                 failure: nodes.failure,
             },
             serve: rayservice_core::ServeObservation::Unknown,
+            in_flight: None,
+            traffic: None,
         };
         let mut status = rayservice_core::status::cluster_status(&observed);
         if let Some(layout) = &layout {
