@@ -217,7 +217,12 @@ fn new_cluster_then_incremental_upgrade_then_rollback_under_load() {
     let second = active(&service(&env));
     std::fs::write(file, greeter("2.101.0", "Hola", INCREMENTAL, 0)).expect("write");
     let diff = env.ok(&["diff", "-f", file]);
-    assert!(diff.contains("upgrade"), "{diff}");
+    assert!(
+        diff.contains("incremental upgrade")
+            && diff.contains("new cluster target_capacity 50%")
+            && diff.contains("traffic 25% new / 75% old"),
+        "the step plan: {diff}"
+    );
     let meter = Meter::start(&env);
     let answers_before = load.answers();
     env.ok(&["apply", "-f", file]);

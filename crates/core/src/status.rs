@@ -512,11 +512,15 @@ fn service_cluster_status(
             .map(|b| b.application_statuses.clone())
             .unwrap_or_default(),
     };
+    // An incremental upgrade's figures stay with the cluster (KubeRay keeps them after the
+    // promotion); the decision sets them while it steps.
     ServiceClusterStatus {
         ray_cluster_name: Some(cluster.name.clone()),
         ray_cluster_status: Some(cluster_status(cluster)),
         application_statuses: applications,
-        ..ServiceClusterStatus::default()
+        target_capacity: before.and_then(|b| b.target_capacity),
+        traffic_routed_percent: before.and_then(|b| b.traffic_routed_percent),
+        last_traffic_migrated_time: before.and_then(|b| b.last_traffic_migrated_time.clone()),
     }
 }
 
