@@ -250,6 +250,11 @@ mod tests {
             .spawn()
             .expect("sleep");
         let pid = ours.id() as i32;
+        // Until the child has exec'd, its command line is still the test's.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !runs_with(pid, marker) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let recorded = identity(pid).expect("identity of a live process");
         assert!(is_ours(pid, Some(&recorded), marker));
         assert!(
