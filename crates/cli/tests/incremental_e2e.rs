@@ -285,6 +285,7 @@ fn new_cluster_then_incremental_upgrade_then_rollback_under_load() {
         "at most 1.5x one cluster's 2 worker CPUs, saw {incremental_peak}"
     );
     let stopped_in = promoted_at.expect("stopped").as_secs_f64();
+    eprintln!("old cluster's processes gone {stopped_in:.2}s after the promotion was seen");
     assert!(
         stopped_in <= 2.5,
         "with delay 0 and nothing in flight the old cluster stops at once ({stopped_in:.1}s)"

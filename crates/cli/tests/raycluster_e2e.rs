@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{Env, alive, eventually, repo, send};
+use common::{Env, alive, eventually, repo, send, write_yaml};
 
 /// A request to the dashboard front endpoint for this cluster, by its head service name.
 fn request(
@@ -125,6 +125,51 @@ fn kuberays_ray_cluster_sample_runs_locally_and_takes_a_job() {
     .expect("logs");
     // Head and worker announce one CPU each (their cpu limits).
     assert!(logs.contains("cpus 2"), "{logs}");
+
+    // Scaling: 3 replicas start two more workers; back to 2 with one named in
+    // workersToDelete stops that one (event DeletedWorkerPod), as KubeRay deletes the pod.
+    let text = std::fs::read_to_string(sample).expect("sample");
+    assert!(text.contains("  - replicas: 1\n"), "sample layout changed");
+    let scaled = write_yaml(
+        env.home.path(),
+        "scaled.yaml",
+        &text.replace("  - replicas: 1\n", "  - replicas: 3\n"),
+    );
+    let scaled = scaled.to_str().expect("utf-8");
+    env.ok(&["apply", "-f", scaled]);
+    let workers = |env: &Env| -> Vec<String> {
+        env.json(&["get", "pods"])["items"]
+            .as_array()
+            .map(|pods| {
+                pods.iter()
+                    .filter(|p| p["phase"] == "Running")
+                    .filter_map(|p| p["name"].as_str().map(str::to_string))
+                    .filter(|name| name.contains("-worker-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let three = eventually(Duration::from_secs(180), "three workers", || {
+        let names = workers(&env);
+        (names.len() == 3).then_some(names)
+    });
+    let victim = three[1].clone();
+    std::fs::write(
+        scaled,
+        text.replace(
+            "  - replicas: 1\n",
+            &format!("  - replicas: 2\n    scaleStrategy:\n      workersToDelete: [{victim}]\n"),
+        ),
+    )
+    .expect("write");
+    env.ok(&["apply", "-f", scaled]);
+    let two = eventually(Duration::from_secs(60), "the named worker to go", || {
+        let names = workers(&env);
+        (names.len() == 2).then_some(names)
+    });
+    assert!(!two.contains(&victim), "{victim} was named: {two:?}");
+    let described = env.ok(&["describe", "raycluster", "raycluster-kuberay"]);
+    assert!(described.contains("DeletedWorkerPod"), "{described}");
 
     // delete -f stops every process of it.
     let pids = env.node_pids();

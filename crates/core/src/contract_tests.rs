@@ -1260,3 +1260,38 @@ fn a_new_cluster_failing_its_requests_is_rolled_back_automatically_and_not_retri
     platform.converge();
     assert!(platform.clusters.len() == 2 || platform.active() != Some(old));
 }
+
+#[test]
+fn a_new_cluster_failing_during_the_deletion_delay_gives_traffic_back() {
+    let mut platform = Platform::serving();
+    platform.splits_traffic = true;
+    let old = platform.active().expect("active");
+    platform.edit(|s| {
+        s.ray_cluster_deletion_delay_seconds = Some(60);
+        s.serve_config_v2 = s
+            .serve_config_v2
+            .clone()
+            .map(|c| c.replace("price: 3", "price: 3, greeting: Broken"));
+        if let Some(c) = s.ray_cluster_config.as_mut() {
+            c.ray_version = Some("2.100.0".into());
+        }
+    });
+    platform.run_until(|p| p.active() != Some(old.clone()));
+    let new = platform.active().expect("active");
+    platform.run_until(|p| p.saw("RolledBackAutomatically"));
+    assert_eq!(platform.active(), Some(old.clone()), "traffic is back");
+    assert_eq!(platform.routed_to, Some(old.clone()));
+    platform.converge();
+    assert!(
+        platform.clusters.iter().all(|c| c.name != new),
+        "the bad cluster is gone"
+    );
+    assert_eq!(platform.clusters.len(), 1, "and not started again");
+    let condition = platform
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "UpgradeInProgress")
+        .expect("condition");
+    assert_eq!(condition.reason, "RolledBackAutomatically");
+}

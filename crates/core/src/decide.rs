@@ -211,6 +211,15 @@ impl<'a> Reconcile<'a> {
             pending = outcome.pending.clone();
             step = Some(outcome);
         } else {
+            // While the cluster traffic left is kept (the deletion delay), the new one is
+            // watched: failing more than allowed, traffic goes back.
+            if pending.is_none()
+                && let Some(current) = active.clone()
+                && let Some(previous) = self.retiring_predecessor(&current)
+                && let Some(why) = self.misbehaves(&previous, &current)
+            {
+                active = Some(self.switch_back(previous, &current, why));
+            }
             if active.is_none() && pending.is_none() {
                 pending = Some(self.create_cluster(CreateCause::FirstCluster));
             } else if let (Some(running), None) = (&active, &pending) {
@@ -255,8 +264,17 @@ impl<'a> Reconcile<'a> {
             if !stepping_next
                 && let Some(candidate) = pending.take_if(|p| self.ready_to_take_traffic(p, first))
             {
+                let mut candidate = candidate;
                 if let Some(old) = &active {
                     self.retire(old, &candidate.name, "traffic moved");
+                    // Its behaviour is watched against the old cluster's from now on.
+                    if let Some(counts) = old.traffic {
+                        candidate.memory.gate_baseline = Some(counts);
+                        self.actions.push(Action::Remember {
+                            cluster: candidate.name.clone(),
+                            memory: candidate.memory.clone(),
+                        });
+                    }
                 } else {
                     self.event(
                         EventKind::Normal,
@@ -540,6 +558,60 @@ impl<'a> Reconcile<'a> {
                     pending.name, new.failures, new.requests, active.name
                 )
             })
+    }
+
+    /// The cluster traffic left last, while it is still kept (its deletion is not due).
+    fn retiring_predecessor(&self, current: &ObservedCluster) -> Option<ObservedCluster> {
+        self.observed
+            .clusters
+            .iter()
+            .filter(|c| c.name != current.name && c.created_at <= current.created_at)
+            .filter(|c| c.memory.delete_at.is_some_and(|at| at > self.now))
+            .max_by_key(|c| c.created_at)
+            .cloned()
+    }
+
+    /// Traffic goes back to the cluster it left: the new one failed more than allowed during
+    /// the deletion delay. The new cluster stops (drained), the spec is remembered as rolled
+    /// back. Returns the serving cluster.
+    fn switch_back(
+        &mut self,
+        mut previous: ObservedCluster,
+        current: &ObservedCluster,
+        why: String,
+    ) -> ObservedCluster {
+        self.event(
+            EventKind::Warning,
+            ROLLED_BACK_AUTOMATICALLY,
+            format!("{why}: traffic is back on {}, {} is removed; this spec is not tried again until it changes", previous.name, current.name),
+        );
+        self.actions.push(Action::RouteTraffic {
+            cluster: Some(previous.name.clone()),
+        });
+        previous.memory.delete_at = None;
+        previous.memory.draining_since = None;
+        previous.memory.rolled_back = Some(RolledBack {
+            spec_hash: current.memory.spec_hash.clone(),
+            message: format!("rolled back automatically: {why}"),
+        });
+        self.actions.push(Action::Remember {
+            cluster: previous.name.clone(),
+            memory: previous.memory.clone(),
+        });
+        self.actions.push(Action::Remember {
+            cluster: current.name.clone(),
+            memory: ClusterMemory {
+                delete_at: Some(self.now),
+                ..current.memory.clone()
+            },
+        });
+        self.next_deletion = Some(Duration::ZERO);
+        self.skipped_upgrade = previous
+            .memory
+            .rolled_back
+            .as_ref()
+            .map(|r| (ROLLED_BACK_AUTOMATICALLY, r.message.clone()));
+        previous
     }
 
     /// Undoes an incremental upgrade at once: all traffic back to the active cluster at full

@@ -312,7 +312,8 @@ impl Clusters {
     /// Stops workers beyond what `capacity` asks of each group, as the autoscaler of a Ray
     /// cluster would: only workers that are idle, i.e. run no Serve replica (`busy` says
     /// whether a process belongs to a replica running on the worker whose process group
-    /// leader has that pid). Returns the workers stopped.
+    /// leader has that pid). Workers named in `prefer` (a group's `workersToDelete`) go first,
+    /// then workers that never started. Returns the workers stopped.
     pub async fn stop_idle_surplus(
         &self,
         host: Arc<dyn NodeHost>,
@@ -320,6 +321,7 @@ impl Clusters {
         spec: &RayClusterSpec,
         capacity: Option<i32>,
         busy: impl Fn(i32) -> bool,
+        prefer: &[String],
     ) -> Vec<String> {
         let Ok(Some(record)) = host.cluster_record(name) else {
             return Vec::new();
@@ -340,7 +342,7 @@ impl Clusters {
                 .into_iter()
                 .filter(|(_, pid)| pid.is_none_or(|pid| !busy(pid)))
                 .collect();
-            idle.sort_by_key(|(_, pid)| pid.is_some());
+            idle.sort_by_key(|(node, pid)| (!prefer.contains(node), pid.is_some()));
             chosen.extend(idle.into_iter().take(surplus));
         }
         {

@@ -339,6 +339,7 @@ impl Controller {
                             .iter()
                             .any(|pid| crate::process::descends_from(*pid, leader))
                     },
+                    &[],
                 )
                 .await;
             for node in stopped {

@@ -108,6 +108,26 @@ impl Controller {
                 self.with_store(|s| s.put_cluster(&record))?;
                 self.clusters
                     .start_missing_workers(self.clone(), name, &spec);
+                // Fewer replicas: the workers named in workersToDelete go first (KubeRay
+                // honours them; the autoscaler names idle ones), then any.
+                let named: Vec<String> = spec
+                    .worker_group_specs
+                    .iter()
+                    .filter_map(|g| g.scale_strategy.as_ref())
+                    .flat_map(|s| s.workers_to_delete.iter().cloned())
+                    .collect();
+                let stopped = self
+                    .clusters
+                    .stop_idle_surplus(self.clone(), name, &spec, None, |_| false, &named)
+                    .await;
+                for node in stopped {
+                    self.note_raycluster(
+                        name,
+                        EventKind::Normal,
+                        "DeletedWorkerPod",
+                        &format!("deleted worker {node}: the group has fewer replicas"),
+                    );
+                }
             }
             Some(_) => {}
         }
