@@ -59,3 +59,7 @@ pub const ANNOTATION_DRAIN_TIMEOUT: &str = "rayservice.dev/drain-timeout-seconds
 /// the new cluster, over at least 20 requests, above which an incremental upgrade is rolled back
 /// automatically when the old cluster did better over the same window.
 pub const ANNOTATION_MAX_ERROR_PERCENT: &str = "rayservice.dev/max-error-percent";
+/// Annotation of a RayService (optional, e.g. `"3"`): roll an upgrade back automatically when
+/// the new cluster's p99 latency exceeds this many times the old cluster's over the same window
+/// (at least 20 requests on each).
+pub const ANNOTATION_MAX_P99_RATIO: &str = "rayservice.dev/max-p99-ratio";

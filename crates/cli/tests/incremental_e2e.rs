@@ -395,6 +395,34 @@ fn new_cluster_then_incremental_upgrade_then_rollback_under_load() {
             && active(&object) == third,
         "the same spec is not tried again: {object}"
     );
+    let failed_by_broken = load.failures();
+
+    // 5. A release three times slower than allowed by max-p99-ratio: rolled back as well.
+    let slow = greeter("2.104.0", "Slow", INCREMENTAL, 0).replace(
+        "metadata:\n  name: canary\n",
+        "metadata:\n  name: canary\n  annotations:\n    rayservice.dev/max-p99-ratio: \"3\"\n",
+    );
+    std::fs::write(file, slow).expect("write");
+    env.ok(&["apply", "-f", file]);
+    eventually(
+        Duration::from_secs(480),
+        "the rollback of the slow release",
+        || {
+            let described = env.ok(&["describe", "rayservice", "canary"]);
+            described.contains("p99 latency reached").then_some(())
+        },
+    );
+    assert_eq!(
+        active(&service(&env)),
+        third,
+        "traffic back on the serving cluster"
+    );
+    assert_eq!(
+        load.failures(),
+        failed_by_broken,
+        "a slow release fails nothing"
+    );
+
     let (sent, failures, answers) = load.finish();
     let during = sent - sent_before;
     eprintln!(

@@ -251,7 +251,7 @@ impl Platform {
                 nodes: seen.nodes,
                 serve: seen.serve,
                 in_flight: self.splits_traffic.then_some(cluster.in_flight),
-                traffic: self.splits_traffic.then_some(cluster.traffic),
+                traffic: self.splits_traffic.then(|| cluster.traffic.clone()),
             });
         }
         let observed = Observed {
@@ -987,6 +987,18 @@ impl Platform {
             if broken {
                 cluster.traffic.failures += requests / 2;
             }
+            // Latency buckets (µs): 10 ms, or 1 s for a config greeting "Slow".
+            let slow = cluster
+                .serve
+                .puts
+                .lock()
+                .expect("puts")
+                .last()
+                .is_some_and(|p| p.to_string().contains("Slow"));
+            if cluster.traffic.latency.is_empty() {
+                cluster.traffic.latency = vec![(10_000, 0), (1_000_000, 0)];
+            }
+            cluster.traffic.latency[usize::from(slow)].1 += requests;
         }
     }
 
@@ -1294,4 +1306,49 @@ fn a_new_cluster_failing_during_the_deletion_delay_gives_traffic_back() {
         .find(|c| c.type_ == "UpgradeInProgress")
         .expect("condition");
     assert_eq!(condition.reason, "RolledBackAutomatically");
+}
+
+#[test]
+fn a_slow_new_cluster_is_rolled_back_when_a_p99_ratio_is_asked() {
+    for (ratio, rolled_back) in [(None, false), (Some("3"), true)] {
+        let mut platform = incremental(50, 25, 5);
+        if let Some(ratio) = ratio {
+            platform
+                .annotations
+                .insert("rayservice.dev/max-p99-ratio".into(), ratio.into());
+        }
+        let old = platform.active().expect("active");
+        platform.edit(|s| {
+            s.serve_config_v2 = s
+                .serve_config_v2
+                .clone()
+                .map(|c| c.replace("price: 3", "price: 3, greeting: Slow"));
+            if let Some(c) = s.ray_cluster_config.as_mut() {
+                c.ray_version = Some("2.100.0".into());
+            }
+        });
+        platform.run_until(|p| p.pending().is_none());
+        assert_eq!(
+            platform.saw("RolledBackAutomatically"),
+            rolled_back,
+            "{ratio:?}"
+        );
+        assert_eq!(
+            platform.active() == Some(old.clone()),
+            rolled_back,
+            "{ratio:?}"
+        );
+        if rolled_back {
+            let event = platform
+                .events
+                .iter()
+                .find(|e| e.reason == "RolledBackAutomatically")
+                .expect("event");
+            assert!(
+                event.message.contains("p99 latency reached 1000.0 ms"),
+                "{}",
+                event.message
+            );
+        }
+    }
 }

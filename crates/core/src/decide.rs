@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
-use rayservice_api::labels::{ANNOTATION_DRAIN_TIMEOUT, ANNOTATION_MAX_ERROR_PERCENT};
+use rayservice_api::labels::{
+    ANNOTATION_DRAIN_TIMEOUT, ANNOTATION_MAX_ERROR_PERCENT, ANNOTATION_MAX_P99_RATIO,
+};
 use rayservice_api::serve_api::ServeAppStatus;
 use rayservice_api::serve_api::ServeDeploymentStatus;
 use rayservice_api::{FieldError, RayClusterSpec, RayServiceStatus, ServeConfig, UpgradeType};
@@ -268,7 +270,7 @@ impl<'a> Reconcile<'a> {
                 if let Some(old) = &active {
                     self.retire(old, &candidate.name, "traffic moved");
                     // Its behaviour is watched against the old cluster's from now on.
-                    if let Some(counts) = old.traffic {
+                    if let Some(counts) = old.traffic.clone() {
                         candidate.memory.gate_baseline = Some(counts);
                         self.actions.push(Action::Remember {
                             cluster: candidate.name.clone(),
@@ -469,7 +471,7 @@ impl<'a> Reconcile<'a> {
         // compared with the old cluster's over the same window.
         if !rolling_back && split.pending_traffic > 0 {
             if pending.memory.gate_baseline.is_none()
-                && let Some(counts) = active.traffic
+                && let Some(counts) = active.traffic.clone()
             {
                 pending.memory.gate_baseline = Some(counts);
                 self.actions.push(Action::Remember {
@@ -530,9 +532,9 @@ impl<'a> Reconcile<'a> {
     /// `rayservice.dev/max-error-percent` of its requests failed (at least 20 counted), and more
     /// than of the old cluster's over the same window.
     fn misbehaves(&self, active: &ObservedCluster, pending: &ObservedCluster) -> Option<String> {
-        let new = pending.traffic?;
-        let base = pending.memory.gate_baseline?;
-        let old = active.traffic?;
+        let new = pending.traffic.as_ref()?;
+        let base = pending.memory.gate_baseline.as_ref()?;
+        let old = active.traffic.as_ref()?;
         let old_requests = old.requests.saturating_sub(base.requests);
         let old_failures = old.failures.saturating_sub(base.failures);
         let limit = self
@@ -549,13 +551,33 @@ impl<'a> Reconcile<'a> {
         };
         let new_percent = percent(new.failures, new.requests);
         let old_percent = percent(old_failures, old_requests);
-        (new.requests >= GATE_MIN_REQUESTS
+        if new.requests >= GATE_MIN_REQUESTS
             && new_percent > limit as f64
-            && new_percent > old_percent)
+            && new_percent > old_percent
+        {
+            return Some(format!(
+                "{} failed {} of {} requests ({new_percent:.1}%, above {ANNOTATION_MAX_ERROR_PERCENT} {limit}%) while {} failed {old_failures} of {old_requests} ({old_percent:.1}%) over the same time",
+                pending.name, new.failures, new.requests, active.name
+            ));
+        }
+        // Latency, when asked: the new cluster's p99 against the old one's over the same window.
+        let ratio = self
+            .desired
+            .annotation(ANNOTATION_MAX_P99_RATIO)
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|r| r.is_finite() && *r > 0.0)?;
+        let (new_p99, new_counted) = new.p99_since(None)?;
+        let (old_p99, old_counted) = old.p99_since(Some(base))?;
+        (new_counted >= GATE_MIN_REQUESTS
+            && old_counted >= GATE_MIN_REQUESTS
+            && new_p99 as f64 > ratio * old_p99 as f64)
             .then(|| {
                 format!(
-                    "{} failed {} of {} requests ({new_percent:.1}%, above {ANNOTATION_MAX_ERROR_PERCENT} {limit}%) while {} failed {old_failures} of {old_requests} ({old_percent:.1}%) over the same time",
-                    pending.name, new.failures, new.requests, active.name
+                    "{}'s p99 latency reached {:.1} ms over {new_counted} requests, above {ANNOTATION_MAX_P99_RATIO} {ratio} times {}'s {:.1} ms over {old_counted} requests in the same time",
+                    pending.name,
+                    new_p99 as f64 / 1000.0,
+                    active.name,
+                    old_p99 as f64 / 1000.0
                 )
             })
     }

@@ -91,12 +91,44 @@ pub struct ObservedCluster {
 
 /// Requests sent to a cluster and how many failed (5xx, or no answer), counted since the
 /// platform's front started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrafficCounts {
     /// Requests forwarded.
     pub requests: u64,
     /// Of those, failed.
     pub failures: u64,
+    /// Time to the response head: (upper bound in microseconds, requests) per bucket, in
+    /// increasing order; the same buckets on every look.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency: Vec<(u64, u64)>,
+}
+
+impl TrafficCounts {
+    /// The 99th percentile of the latency of the requests counted since `baseline` (upper bound
+    /// of its bucket, microseconds), with how many were counted; `None` without buckets.
+    pub fn p99_since(&self, baseline: Option<&TrafficCounts>) -> Option<(u64, u64)> {
+        let counts: Vec<(u64, u64)> = self
+            .latency
+            .iter()
+            .enumerate()
+            .map(|(i, (bound, count))| {
+                let before = baseline
+                    .and_then(|b| b.latency.get(i))
+                    .map_or(0, |(_, c)| *c);
+                (*bound, count.saturating_sub(before))
+            })
+            .collect();
+        let total: u64 = counts.iter().map(|(_, c)| c).sum();
+        if total == 0 {
+            return None;
+        }
+        let wanted = (total * 99).div_ceil(100);
+        let mut seen = 0;
+        counts.iter().find_map(|(bound, count)| {
+            seen += count;
+            (seen >= wanted).then_some((*bound, total))
+        })
+    }
 }
 
 /// The Ray nodes of a cluster.

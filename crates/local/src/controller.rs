@@ -284,6 +284,15 @@ impl Controller {
             traffic: Some(TrafficCounts {
                 requests: counts.requests,
                 failures: counts.failures,
+                latency: counts
+                    .latency
+                    .iter()
+                    .enumerate()
+                    .map(|(i, count)| {
+                        let bound = rayservice_proxy::latency_bucket_bound(i).as_micros();
+                        (u64::try_from(bound).unwrap_or(u64::MAX), *count)
+                    })
+                    .collect(),
             }),
         }
     }

@@ -326,7 +326,9 @@ impl ConnCtx {
 
         let timeout = self.shared.upstream_timeout;
         let sent = self.shared.client.request(Request::from_parts(parts, body));
-        let mut resp = match tokio::time::timeout(timeout, sent).await {
+        let answer = tokio::time::timeout(timeout, sent).await;
+        in_flight.answered();
+        let mut resp = match answer {
             Ok(Ok(resp)) => resp,
             Err(_elapsed) => {
                 bump(&svc.counters.errors);

@@ -46,4 +46,4 @@ pub use config::{
 pub use endpoint::{DEFAULT_SHUTDOWN_GRACE, FrontEndpoint};
 pub use error::ProxyError;
 pub use routes::{Backend, BearerToken, EndpointKind, RouteTable, ServiceRoute};
-pub use stats::{ClusterStats, EndpointStats, ServiceStats};
+pub use stats::{ClusterStats, EndpointStats, LATENCY_BUCKETS, ServiceStats, latency_bucket_bound};

@@ -596,6 +596,9 @@ async fn traffic_splits_by_weight_and_a_cluster_counts_its_requests_in_flight_af
     }
     assert_eq!(answers.iter().filter(|a| *a == "NEW").count(), 25);
     assert_eq!(answers.iter().filter(|a| *a == "OLD").count(), 75);
+    // Each answered request is in the cluster's latency histogram.
+    let new_stats = ep.stats().clusters["svc-raycluster-new"];
+    assert_eq!(new_stats.latency.iter().sum::<u64>(), 25);
 
     // A streaming request on the old cluster stays in flight after all traffic moved.
     ep.set_routes(split(100, 0));
