@@ -40,6 +40,7 @@ spec:
         deployments:
           - name: Greeter
             num_replicas: 2
+            max_ongoing_requests: 100
             ray_actor_options:
               num_cpus: 1
             user_config:
@@ -184,16 +185,23 @@ fn cluster_pids(env: &Env, cluster: &str) -> Vec<i32> {
         .unwrap_or_default()
 }
 
-#[test]
-fn new_cluster_then_incremental_upgrade_then_rollback_under_load() {
+/// A serving greeter ("Bonjour", NewCluster upgrades, deletion delay `delay`) and its file.
+fn serving(delay: u32) -> (Env, String) {
     let env = Env::new();
     let file = write_yaml(
         env.home.path(),
         "canary.yaml",
-        &greeter("2.60.0", "Bonjour", "", 0),
+        &greeter("2.60.0", "Bonjour", "", delay),
     );
-    let file = file.to_str().expect("utf-8");
-    env.ok(&["apply", "-f", file, "--wait", "--timeout", READY_TIMEOUT]);
+    let file = file.to_str().expect("utf-8").to_string();
+    env.ok(&["apply", "-f", &file, "--wait", "--timeout", READY_TIMEOUT]);
+    (env, file)
+}
+
+#[test]
+fn new_cluster_then_incremental_upgrade_then_rollback_under_load() {
+    let (env, file) = serving(0);
+    let file = file.as_str();
     let load = Load::start(env.serve_port, 16, "/hello", "world");
     eventually(Duration::from_secs(60), "the load to get answers", || {
         (load.answered() > 20).then_some(())
@@ -456,14 +464,8 @@ fn new_cluster_then_incremental_upgrade_then_rollback_under_load() {
 
 #[test]
 fn an_old_cluster_waits_for_a_long_request_in_flight() {
-    let env = Env::new();
-    let file = write_yaml(
-        env.home.path(),
-        "canary.yaml",
-        &greeter("2.60.0", "Bonjour", "", 5),
-    );
-    let file = file.to_str().expect("utf-8");
-    env.ok(&["apply", "-f", file, "--wait", "--timeout", READY_TIMEOUT]);
+    let (env, file) = serving(5);
+    let file = file.as_str();
     let first = active(&service(&env));
     std::fs::write(file, greeter("2.100.0", "Hallo", "", 5)).expect("write");
     env.ok(&["apply", "-f", file]);

@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{EndpointConfig, REJECT_CONCURRENCY};
 use crate::error::ProxyError;
-use crate::forward::{ConnCtx, ProxyBody, Shared, text_response, wait_true};
+use crate::forward::{ConnCtx, OnCluster, ProxyBody, Shared, text_response, wait_true};
 use crate::routes::{CompiledRoutes, EndpointKind, RouteTable};
 use crate::stats::{CounterMaps, EndpointStats};
 
@@ -376,10 +376,12 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request counted as in flight.
+/// A response body that keeps its request counted as in flight, on its connection and (when
+/// it was forwarded) on its cluster.
 struct TrackedBody {
     inner: ProxyBody,
     _in_flight: InFlight,
+    _on_cluster: Option<OnCluster>,
 }
 
 impl Body for TrackedBody {
@@ -453,10 +455,13 @@ async fn serve_connection(
         let ctx = ctx.clone();
         let in_flight = InFlight::start(&activity);
         async move {
-            let resp = ctx.handle(req).await;
+            let mut resp = ctx.handle(req).await;
+            // The forwarded request's count on its cluster ends with the body too.
+            let on_cluster = resp.extensions_mut().remove::<OnCluster>();
             Ok::<_, Infallible>(resp.map(|inner| TrackedBody {
                 inner,
                 _in_flight: in_flight,
+                _on_cluster: on_cluster,
             }))
         }
     });
