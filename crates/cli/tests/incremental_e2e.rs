@@ -469,8 +469,8 @@ fn an_old_cluster_waits_for_a_long_request_in_flight() {
     let first = active(&service(&env));
     std::fs::write(file, greeter("2.100.0", "Hallo", "", 5)).expect("write");
     env.ok(&["apply", "-f", file]);
-    // Long requests, one every 500 ms from when the new cluster's app deploys until the
-    // switch: the last ones sent to the old cluster start just before it.
+    // Long requests, one a second from when the new cluster's app deploys until the switch:
+    // the last ones sent to the old cluster start just before it.
     eventually(
         Duration::from_secs(480),
         "the new cluster's app to deploy",
@@ -484,13 +484,13 @@ fn an_old_cluster_waits_for_a_long_request_in_flight() {
     let port = env.serve_port;
     let mut long = Vec::new();
     let switched = eventually(Duration::from_secs(120), "the switch", || {
-        if long.len() < 30 {
+        if long.len() < 90 {
             long.push(std::thread::spawn(move || {
                 let answer = common::post(port, "/hello", "sleep:20", None);
                 (answer, Instant::now())
             }));
         }
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(1000));
         (active(&service(&env)) != first).then(Instant::now)
     });
     let answers: Vec<(Answer, Instant)> = long

@@ -506,12 +506,19 @@ impl Clusters {
         .await;
         if let Some(dir) = temp_dir {
             let stragglers = process::kill_by_marker(&dir.display().to_string());
-            if stragglers > 0 {
+            if !stragglers.is_empty() {
                 tracing::info!(
                     cluster = name,
-                    stragglers,
+                    stragglers = stragglers.len(),
                     "killed Ray processes left outside their node's process group"
                 );
+                // Gone (their ports free) before the cluster counts as stopped.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                while stragglers.iter().any(|pid| process::alive(*pid))
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
             let _ = std::fs::remove_dir_all(dir);
         }

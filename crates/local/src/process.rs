@@ -193,15 +193,15 @@ pub async fn stop_group(pgid: i32, grace: Duration) {
 
 /// Kills every process of this user whose command line mentions `marker` (a cluster's temp dir):
 /// the safety net for Ray processes that left the node's process group.
-pub fn kill_by_marker(marker: &str) -> usize {
+pub fn kill_by_marker(marker: &str) -> Vec<i32> {
+    let mut killed = Vec::new();
     if marker.len() < 8 {
-        return 0;
+        return killed;
     }
     let me = std::process::id() as i32;
     let uid = nix::unistd::getuid().as_raw();
-    let mut killed = 0;
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
+        return killed;
     };
     for entry in entries.flatten() {
         let Some(pid) = entry
@@ -219,7 +219,7 @@ pub fn kill_by_marker(marker: &str) -> usize {
             .unwrap_or(false);
         if owned && runs_with(pid, marker) {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
-            killed += 1;
+            killed.push(pid);
         }
     }
     killed
