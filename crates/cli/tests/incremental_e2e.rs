@@ -405,7 +405,7 @@ fn new_cluster_then_incremental_upgrade_then_rollback_under_load() {
     );
     let failed_by_broken = load.failures();
 
-    // 5. A release three times slower than allowed by max-p99-ratio: rolled back as well.
+    // 5. A release whose answers take 2 s, with max-p99-ratio 3: rolled back as well.
     let slow = greeter("2.104.0", "Slow", INCREMENTAL, 0).replace(
         "metadata:\n  name: canary\n",
         "metadata:\n  name: canary\n  annotations:\n    rayservice.dev/max-p99-ratio: \"3\"\n",
@@ -416,6 +416,11 @@ fn new_cluster_then_incremental_upgrade_then_rollback_under_load() {
         Duration::from_secs(480),
         "the rollback of the slow release",
         || {
+            assert_eq!(
+                active(&service(&env)),
+                third,
+                "the slow release must not be promoted"
+            );
             let described = env.ok(&["describe", "rayservice", "canary"]);
             described.contains("p99 latency reached").then_some(())
         },
