@@ -362,7 +362,7 @@ impl Pass<'_> {
             watch_driven: true,
             // Traffic between two clusters would need a Gateway and an HTTPRoute, not built
             // yet: incremental upgrades are NewCluster upgrades here, and a Warning says so.
-            splits_traffic: false,
+            traffic_split: rayservice_core::TrafficSplit::None,
         };
         let changed: Vec<&ObservedCluster> = self
             .views
@@ -538,6 +538,8 @@ impl Pass<'_> {
                 }
                 Ok(())
             }
+            // Asked only of a platform that splits through a Gateway.
+            Action::SplitTraffic { .. } => Ok(()),
             Action::Remember { cluster, memory } => self.remember(&cluster, &memory).await,
             Action::DeleteCluster { cluster } => {
                 match self
