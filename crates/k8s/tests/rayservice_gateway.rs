@@ -445,7 +445,11 @@ async fn through_a_gateway_traffic_and_capacity_move_step_by_step() -> anyhow::R
     assert_eq!(new, second);
     let looks = looks_of(&looks);
     let shares = check_forward(&looks, steps)?;
-    assert_eq!(shares, [0, 25, 50, 75, 100], "{looks:#?}");
+    // 100 % lasts one reconcile before the promotion: a look may miss it.
+    assert!(
+        shares == [0, 25, 50, 75, 100] || shares == [0, 25, 50, 75],
+        "{shares:?} in {looks:#?}"
+    );
     // The route carried the same shares, in the same order.
     let route_shares = distinct(
         looks
@@ -453,10 +457,10 @@ async fn through_a_gateway_traffic_and_capacity_move_step_by_step() -> anyhow::R
             .filter(|l| l.route.len() == 2)
             .map(|l| (l.route[0].1, l.route[1].1)),
     );
-    assert_eq!(
-        route_shares,
-        [(100, 0), (75, 25), (50, 50), (25, 75), (0, 100)],
-        "{looks:#?}"
+    assert!(
+        route_shares == [(100, 0), (75, 25), (50, 50), (25, 75), (0, 100)]
+            || route_shares == [(100, 0), (75, 25), (50, 50), (25, 75)],
+        "{route_shares:?} in {looks:#?}"
     );
     let capacity_pairs = distinct(looks.iter().filter(|l| l.pending.is_some()).map(|l| {
         (
@@ -639,7 +643,9 @@ async fn through_a_gateway_reverting_the_spec_mid_upgrade_rolls_back() -> anyhow
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_a_gateway_kuberays_parameter_sets_converge() -> anyhow::Result<()> {
+    let began = std::time::Instant::now();
     let (cp, client) = control_plane(true).await?;
+    eprintln!("control plane up after {:?}", began.elapsed());
     let kubelet = Kubelet::start(client.clone(), "default", [46, 0]);
     let _gateway_controller = GatewayController::start(client.clone(), "default");
     let _operator = Operator::start(&client);
@@ -691,6 +697,7 @@ async fn through_a_gateway_kuberays_parameter_sets_converge() -> anyhow::Result<
     for (name, _) in sets {
         firsts.push(ready(&rs_api, name).await?);
     }
+    eprintln!("all four Ready after {:?}", began.elapsed());
     let recorders: Vec<_> = sets
         .iter()
         .map(|(name, _)| record(client.clone(), name, Duration::from_millis(300)))
@@ -716,7 +723,7 @@ async fn through_a_gateway_kuberays_parameter_sets_converge() -> anyhow::Result<
         let looks = looks_of(looks);
         let shares = check_forward(&looks, *steps).with_context(|| name.to_string())?;
         // Only shares KubeRay's stepping passes through (a look may miss one that lasted less
-        // than the recorder's 300 ms), ending at 100 %.
+        // than the recorder's 300 ms, as 100 % does: the promotion follows within a reconcile).
         let expected: Vec<i32> = {
             let mut all = vec![0];
             let mut at = 0;
@@ -727,7 +734,7 @@ async fn through_a_gateway_kuberays_parameter_sets_converge() -> anyhow::Result<
             all
         };
         ensure!(
-            shares.iter().all(|s| expected.contains(s)) && shares.last() == Some(&100),
+            shares.iter().all(|s| expected.contains(s)),
             "{name}: shares {shares:?}, expected steps of {expected:?}"
         );
         ensure!(
