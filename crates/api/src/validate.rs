@@ -90,8 +90,53 @@ pub fn rayservice(service: &RayService, api_version: &str) -> Result<(), FieldEr
     Ok(())
 }
 
+/// KubeRay's requirements for `NewClusterWithIncrementalUpgrade` where traffic moves through a
+/// Gateway (the operator with the Gateway API installed): Ray's autoscaler on, and
+/// `clusterUpgradeOptions` complete, `gatewayClassName` included. Checked in KubeRay's order;
+/// field paths start at the object (`spec.upgradeStrategy...`). Local mode needs neither the
+/// Gateway nor the autoscaler, so [`rayservice`] does not ask for them.
+pub fn upgrade_through_gateway(spec: &RayServiceSpec) -> Result<(), FieldError> {
+    let autoscaling = spec
+        .ray_cluster_config
+        .as_ref()
+        .is_some_and(|c| c.enable_in_tree_autoscaling == Some(true));
+    if !autoscaling {
+        return Err(FieldError::new(
+            "spec.rayClusterConfig.enableInTreeAutoscaling",
+            "must be true: NewClusterWithIncrementalUpgrade requires Ray's autoscaler",
+            "set `enableInTreeAutoscaling: true` in rayClusterConfig",
+        ));
+    }
+    let options = spec
+        .upgrade_strategy
+        .as_ref()
+        .and_then(|s| s.cluster_upgrade_options.as_ref())
+        .ok_or_else(|| {
+            FieldError::new(
+                "spec.upgradeStrategy.clusterUpgradeOptions",
+                "is missing: NewClusterWithIncrementalUpgrade requires it",
+                "give stepSizePercent, intervalSeconds and gatewayClassName, e.g. `clusterUpgradeOptions: {gatewayClassName: istio, stepSizePercent: 10, intervalSeconds: 30}`",
+            )
+        })?;
+    cluster_upgrade_options(options).map_err(|e| e.within("spec.upgradeStrategy"))?;
+    if options
+        .gateway_class_name
+        .as_deref()
+        .unwrap_or_default()
+        .is_empty()
+    {
+        return Err(FieldError::new(
+            "spec.upgradeStrategy.clusterUpgradeOptions.gatewayClassName",
+            "is missing: on Kubernetes the traffic moves through a Gateway of this class",
+            "name the GatewayClass that your Gateway controller serves, e.g. `gatewayClassName: istio`",
+        ));
+    }
+    Ok(())
+}
+
 /// KubeRay's rules for `clusterUpgradeOptions`. `gatewayClassName` is not required here: local
-/// mode splits traffic in its own Serve endpoint and needs no Gateway (an event says so).
+/// mode splits traffic in its own Serve endpoint and needs no Gateway (an event says so);
+/// [`upgrade_through_gateway`] requires it.
 fn cluster_upgrade_options(options: &ClusterUpgradeOptions) -> Result<(), FieldError> {
     let at = |field: &str| format!("clusterUpgradeOptions.{field}");
     let surge = options.max_surge_percent.unwrap_or(100);
@@ -540,6 +585,54 @@ mod tests {
                 "{options}"
             );
         }
+    }
+
+    #[test]
+    fn through_a_gateway_kuberay_requires_the_autoscaler_and_a_gateway_class() {
+        let with = |options: &str, autoscaling: bool| {
+            let spec = format!(
+                "  upgradeStrategy:\n    type: NewClusterWithIncrementalUpgrade\n{options}{CLUSTER}{}",
+                if autoscaling {
+                    "    enableInTreeAutoscaling: true\n"
+                } else {
+                    ""
+                }
+            );
+            upgrade_through_gateway(&service(&spec).spec)
+        };
+        let complete = "    clusterUpgradeOptions: {stepSizePercent: 10, intervalSeconds: 30, gatewayClassName: istio}\n";
+        assert!(with(complete, true).is_ok());
+        for (options, autoscaling, field) in [
+            (
+                complete,
+                false,
+                "spec.rayClusterConfig.enableInTreeAutoscaling",
+            ),
+            ("", true, "spec.upgradeStrategy.clusterUpgradeOptions"),
+            (
+                "    clusterUpgradeOptions: {stepSizePercent: 10, intervalSeconds: 30}\n",
+                true,
+                "spec.upgradeStrategy.clusterUpgradeOptions.gatewayClassName",
+            ),
+            (
+                "    clusterUpgradeOptions: {stepSizePercent: 10, intervalSeconds: 30, gatewayClassName: ''}\n",
+                true,
+                "spec.upgradeStrategy.clusterUpgradeOptions.gatewayClassName",
+            ),
+            (
+                "    clusterUpgradeOptions: {intervalSeconds: 30, gatewayClassName: istio}\n",
+                true,
+                "spec.upgradeStrategy.clusterUpgradeOptions.stepSizePercent",
+            ),
+        ] {
+            let err = with(options, autoscaling).expect_err(options);
+            assert_eq!(err.field, field, "{options}");
+        }
+        // The file check of local mode asks for neither.
+        let local = format!(
+            "  upgradeStrategy:\n    type: NewClusterWithIncrementalUpgrade\n    clusterUpgradeOptions: {{stepSizePercent: 10, intervalSeconds: 30}}\n{CLUSTER}"
+        );
+        assert!(rayservice(&service(&local), "ray.io/v1").is_ok());
     }
 
     #[test]

@@ -135,6 +135,38 @@ struct FakeCluster {
     traffic: TrafficCounts,
 }
 
+/// How a fake platform splits traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Splitter {
+    /// It cannot (Kubernetes without the Gateway API).
+    None,
+    /// Its own endpoint splits and counts requests (local mode).
+    Itself,
+    /// Through a Gateway it writes (Kubernetes with the Gateway API).
+    Gateway,
+}
+
+/// The Gateway and its HTTPRoute as written.
+#[derive(Debug, Clone)]
+struct FakeGateway {
+    class: String,
+    backends: Vec<WeightedCluster>,
+}
+
+/// A condition `type_` that holds, as a Gateway controller writes it.
+fn holds(type_: &str) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        type_: type_.into(),
+        status: "True".into(),
+        reason: type_.into(),
+        message: String::new(),
+        observed_generation: Some(1),
+        last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            Timestamp::UNIX_EPOCH,
+        ),
+    }
+}
+
 /// A platform that does only what a platform may: gather facts, carry out, persist.
 struct Platform {
     spec: RayServiceSpec,
@@ -148,8 +180,12 @@ struct Platform {
     events: Vec<Event>,
     watch_driven: bool,
     last_requeue: Duration,
-    /// The platform splits traffic by weight (local mode).
-    splits_traffic: bool,
+    /// How the platform splits traffic by weight.
+    splitter: Splitter,
+    /// The Gateway and HTTPRoute as last written ([`Action::SplitTraffic`]).
+    gateway: Option<FakeGateway>,
+    /// A Gateway controller programs what is written (else the objects stay unaccepted).
+    gateway_controller: bool,
     annotations: std::collections::BTreeMap<String, String>,
 }
 
@@ -167,7 +203,9 @@ impl Platform {
             events: Vec::new(),
             watch_driven: false,
             last_requeue: Duration::ZERO,
-            splits_traffic: false,
+            splitter: Splitter::None,
+            gateway: None,
+            gateway_controller: true,
             annotations: Default::default(),
         }
     }
@@ -250,8 +288,8 @@ impl Platform {
                 memory: cluster.memory.clone(),
                 nodes: seen.nodes,
                 serve: seen.serve,
-                in_flight: self.splits_traffic.then_some(cluster.in_flight),
-                traffic: self.splits_traffic.then(|| cluster.traffic.clone()),
+                in_flight: (self.splitter == Splitter::Itself).then_some(cluster.in_flight),
+                traffic: (self.splitter == Splitter::Itself).then(|| cluster.traffic.clone()),
             });
         }
         let observed = Observed {
@@ -260,7 +298,7 @@ impl Platform {
             clusters: observed_clusters,
             fresh_suffix: format!("f{:04}", self.created),
             watch_driven: self.watch_driven,
-            splits_traffic: self.splits_traffic,
+            traffic_split: self.traffic_split(),
         };
         let spec = self.spec.clone();
         let annotations = self.annotations.clone();
@@ -321,12 +359,50 @@ impl Platform {
                 }
             }
             Action::RouteTraffic { cluster } => self.routed_to = cluster,
+            Action::SplitTraffic {
+                gateway_class_name,
+                backends,
+            } => {
+                assert_eq!(self.splitter, Splitter::Gateway, "asked of a Gateway only");
+                self.gateway = Some(FakeGateway {
+                    class: gateway_class_name,
+                    backends,
+                });
+            }
             Action::Remember { cluster, memory } => self.cluster_mut(&cluster).memory = memory,
             Action::DeleteCluster { cluster } => {
                 assert_ne!(self.routed_to.as_deref(), Some(cluster.as_str()));
                 self.clusters.retain(|c| c.name != cluster);
             }
             Action::Event(event) => self.record(event),
+        }
+    }
+
+    /// What the platform tells the core about splitting, with the Gateway as last written.
+    fn traffic_split(&self) -> TrafficSplit {
+        match self.splitter {
+            Splitter::None => TrafficSplit::None,
+            Splitter::Itself => TrafficSplit::Itself,
+            Splitter::Gateway => {
+                let programmed = self.gateway_controller;
+                let gateway = self.gateway.as_ref();
+                TrafficSplit::Gateway(GatewayObservation {
+                    gateway: gateway.map(|_| {
+                        if programmed {
+                            vec![holds("Accepted"), holds("Programmed")]
+                        } else {
+                            Vec::new()
+                        }
+                    }),
+                    route: gateway.filter(|g| !g.backends.is_empty()).map(|_| {
+                        if programmed {
+                            vec![vec![holds("Accepted"), holds("ResolvedRefs")]]
+                        } else {
+                            Vec::new()
+                        }
+                    }),
+                })
+            }
         }
     }
 
@@ -691,7 +767,7 @@ fn every_event_reason_comes_out_of_the_contract() {
         },
         || {
             let mut p = Platform::serving();
-            p.splits_traffic = true;
+            p.splitter = Splitter::Itself;
             let old = p.active().expect("active");
             p.upgrade_to("2.100.0");
             p.cluster_mut(&old).in_flight = 2;
@@ -912,11 +988,22 @@ fn suspend_deletes_every_cluster_atomically_and_resume_starts_again() {
     );
 }
 
-/// A serving platform that splits traffic, its spec asking for incremental upgrades with
-/// `maxSurgePercent` / `stepSizePercent` / `intervalSeconds`, two workers per cluster.
+/// A serving platform that splits traffic itself, its spec asking for incremental upgrades
+/// with `maxSurgePercent` / `stepSizePercent` / `intervalSeconds`, two workers per cluster.
 fn incremental(surge: i32, step: i32, interval: i32) -> Platform {
+    incremental_on(Splitter::Itself, surge, step, interval)
+}
+
+/// The same on a platform splitting through a Gateway, the spec meeting KubeRay's
+/// requirements (`gatewayClassName: istio`, `enableInTreeAutoscaling: true`).
+fn through_gateway(surge: i32, step: i32, interval: i32) -> Platform {
+    incremental_on(Splitter::Gateway, surge, step, interval)
+}
+
+fn incremental_on(splitter: Splitter, surge: i32, step: i32, interval: i32) -> Platform {
     let mut platform = Platform::new();
-    platform.splits_traffic = true;
+    platform.splitter = splitter;
+    let gateway = splitter == Splitter::Gateway;
     platform.edit(|s| {
         s.upgrade_strategy = Some(UpgradeStrategy {
             type_: Some(UpgradeType::NewClusterWithIncrementalUpgrade),
@@ -924,9 +1011,12 @@ fn incremental(surge: i32, step: i32, interval: i32) -> Platform {
                 max_surge_percent: Some(surge),
                 step_size_percent: Some(step),
                 interval_seconds: Some(interval),
-                gateway_class_name: None,
+                gateway_class_name: gateway.then(|| "istio".to_string()),
             }),
         });
+        if gateway && let Some(c) = s.ray_cluster_config.as_mut() {
+            c.enable_in_tree_autoscaling = Some(true);
+        }
         s.ray_cluster_deletion_delay_seconds = Some(0);
         if let Some(c) = s.ray_cluster_config.as_mut() {
             c.worker_group_specs[0].replicas = Some(2);
@@ -1162,10 +1252,11 @@ fn a_third_spec_mid_upgrade_rolls_back_then_upgrades_afresh() {
 #[test]
 fn without_traffic_splitting_an_incremental_upgrade_is_a_new_cluster_one_and_says_so() {
     let mut platform = incremental(50, 25, 5);
-    platform.splits_traffic = false;
+    platform.splitter = Splitter::None;
     platform.upgrade_to("2.100.0");
     platform.converge();
     assert!(platform.saw("FieldsNotActedOn"));
+    assert!(!platform.saw("IncrementalUpgradeWithoutGateway"));
     assert!(platform.saw("TrafficSwitched"));
     assert_eq!(
         platform.status.active_service_status.traffic_routed_percent,
@@ -1177,7 +1268,7 @@ fn without_traffic_splitting_an_incremental_upgrade_is_a_new_cluster_one_and_say
 fn an_old_cluster_stops_once_its_requests_in_flight_finish_or_at_the_drain_deadline() {
     for (finishes, stopped_after) in [(true, 20), (false, 35)] {
         let mut platform = Platform::serving();
-        platform.splits_traffic = true;
+        platform.splitter = Splitter::Itself;
         platform
             .annotations
             .insert("rayservice.dev/drain-timeout-seconds".into(), "30".into());
@@ -1276,7 +1367,7 @@ fn a_new_cluster_failing_its_requests_is_rolled_back_automatically_and_not_retri
 #[test]
 fn a_new_cluster_failing_during_the_deletion_delay_gives_traffic_back() {
     let mut platform = Platform::serving();
-    platform.splits_traffic = true;
+    platform.splitter = Splitter::Itself;
     let old = platform.active().expect("active");
     platform.edit(|s| {
         s.ray_cluster_deletion_delay_seconds = Some(60);
@@ -1351,4 +1442,195 @@ fn a_slow_new_cluster_is_rolled_back_when_a_p99_ratio_is_asked() {
             );
         }
     }
+}
+
+/// The shares of the route as last written, as (cluster, weight).
+fn route(platform: &Platform) -> Vec<WeightedCluster> {
+    platform
+        .gateway
+        .as_ref()
+        .map(|g| g.backends.clone())
+        .unwrap_or_default()
+}
+
+fn share(cluster: &str, weight: i32) -> WeightedCluster {
+    WeightedCluster {
+        cluster: cluster.to_string(),
+        weight,
+    }
+}
+
+#[test]
+fn through_a_gateway_the_route_carries_the_shares_the_status_holds() {
+    let mut platform = through_gateway(50, 25, 5);
+    let old = platform.active().expect("active");
+    assert_eq!(
+        platform.gateway.as_ref().map(|g| g.class.as_str()),
+        Some("istio")
+    );
+    assert_eq!(route(&platform), [share(&old, 100)]);
+    platform.upgrade_to("2.100.0");
+    let mut shares: Vec<i32> = Vec::new();
+    let looks = platform.run_until(|p| {
+        let route = route(p);
+        assert_eq!(
+            route,
+            crate::incremental::backends(&p.status),
+            "written as decided"
+        );
+        if let Some(pending) = route.get(1)
+            && shares.last() != Some(&pending.weight)
+        {
+            shares.push(pending.weight);
+        }
+        p.pending().is_none()
+    });
+    assert_eq!(shares, [0, 25, 50, 75, 100]);
+    let capacities: Vec<(i32, i32)> = looks
+        .iter()
+        .map(|l| (l.active_capacity, l.pending_capacity))
+        .collect();
+    assert!(capacities.contains(&(50, 100)), "{capacities:?}");
+    let new = platform.active().expect("active");
+    assert_ne!(new, old);
+    assert_eq!(route(&platform), [share(&new, 100)]);
+    // The requirements are met, and nothing is said about local mode's shortcuts; the spec's
+    // upgrade strategy is acted on (the autoscaler is not: its field is named).
+    assert!(!platform.saw("IncrementalUpgradeWithoutGateway"));
+    let named: Vec<&str> = platform
+        .events
+        .iter()
+        .filter(|e| e.reason == "FieldsNotActedOn")
+        .map(|e| e.message.as_str())
+        .collect();
+    assert!(!named.is_empty());
+    assert!(
+        named
+            .iter()
+            .all(|m| !m.contains("upgradeStrategy") && m.contains("enableInTreeAutoscaling")),
+        "{named:?}"
+    );
+    platform.converge();
+    assert!(platform.clusters.iter().all(|c| c.name == new));
+    assert_eq!(route(&platform), [share(&new, 100)]);
+}
+
+#[test]
+fn through_a_gateway_capacity_changes_wait_for_the_gateway_and_the_route() {
+    let mut platform = through_gateway(50, 25, 1);
+    let old = platform.active().expect("active");
+    platform.gateway_controller = false;
+    platform.upgrade_to("2.100.0");
+    let mut looks = 0;
+    platform.run_until(|_| {
+        looks += 1;
+        looks == 20
+    });
+    let pending = &platform.status.pending_service_status;
+    assert!(pending.ray_cluster_name.is_some());
+    assert_eq!(
+        (pending.target_capacity, pending.traffic_routed_percent),
+        (Some(0), Some(0)),
+        "no capacity and no traffic while the Gateway is not accepted"
+    );
+    let message = platform
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::UPGRADE_IN_PROGRESS)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("waits: Gateway svc-gateway is not Accepted and Programmed"),
+        "{message}"
+    );
+    platform.gateway_controller = true;
+    platform.run_until(|p| p.pending().is_none());
+    assert_ne!(platform.active(), Some(old));
+}
+
+#[test]
+fn through_a_gateway_kuberays_requirements_apply() {
+    fn incremental_spec(
+        class: Option<&'static str>,
+        autoscaling: bool,
+    ) -> impl FnOnce(&mut RayServiceSpec) {
+        move |s: &mut RayServiceSpec| {
+            s.upgrade_strategy = Some(UpgradeStrategy {
+                type_: Some(UpgradeType::NewClusterWithIncrementalUpgrade),
+                cluster_upgrade_options: Some(rayservice_api::ClusterUpgradeOptions {
+                    max_surge_percent: Some(50),
+                    step_size_percent: Some(25),
+                    interval_seconds: Some(5),
+                    gateway_class_name: class.map(String::from),
+                }),
+            });
+            if let Some(c) = s.ray_cluster_config.as_mut() {
+                c.enable_in_tree_autoscaling = Some(autoscaling);
+            }
+        }
+    }
+    for (class, autoscaling, field) in [
+        (
+            None,
+            true,
+            "spec.upgradeStrategy.clusterUpgradeOptions.gatewayClassName",
+        ),
+        (
+            Some("istio"),
+            false,
+            "spec.rayClusterConfig.enableInTreeAutoscaling",
+        ),
+    ] {
+        let mut platform = Platform::new();
+        platform.splitter = Splitter::Gateway;
+        platform.edit(incremental_spec(class, autoscaling));
+        platform.step();
+        assert!(platform.clusters.is_empty(), "nothing runs an invalid spec");
+        assert!(platform.gateway.is_none());
+        let ready = platform
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == status::READY)
+            .expect("Ready");
+        assert_eq!(ready.reason, "ValidationFailed");
+        assert!(ready.message.starts_with(field), "{}", ready.message);
+        assert!(platform.saw("ValidationFailed"));
+    }
+    // The same spec where the platform splits by itself: carried out, and said so.
+    let mut local = Platform::new();
+    local.splitter = Splitter::Itself;
+    local.edit(incremental_spec(None, false));
+    local.converge();
+    assert!(status::is_ready(&local.status));
+    assert!(local.saw("IncrementalUpgradeWithoutGateway"));
+}
+
+#[test]
+fn through_a_gateway_reverting_the_spec_rolls_the_route_back() {
+    let mut platform = through_gateway(50, 25, 5);
+    let old = platform.active().expect("active");
+    let version = crate::tests::spec()
+        .ray_cluster_config
+        .and_then(|c| c.ray_version)
+        .expect("version");
+    platform.upgrade_to("2.100.0");
+    platform.run_until(|p| p.status.pending_service_status.traffic_routed_percent == Some(50));
+    let pending = platform.pending().expect("pending");
+    assert_eq!(route(&platform), [share(&old, 50), share(&pending, 50)]);
+    platform.upgrade_to(&version);
+    let mut shares: Vec<i32> = Vec::new();
+    let looks = platform.run_until(|p| {
+        let route = route(p);
+        assert_eq!(route, crate::incremental::backends(&p.status));
+        shares.push(route[0].weight);
+        p.pending().is_none()
+    });
+    assert!(looks.iter().any(|l| l.rolling_back));
+    assert!(shares.windows(2).all(|w| w[0] <= w[1]), "{shares:?}");
+    assert_eq!(platform.active(), Some(old.clone()));
+    assert_eq!(route(&platform), [share(&old, 100)]);
+    platform.converge();
+    assert!(platform.clusters.iter().all(|c| c.name != pending));
 }

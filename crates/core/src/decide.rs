@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use rayservice_api::labels::{
     ANNOTATION_DRAIN_TIMEOUT, ANNOTATION_MAX_ERROR_PERCENT, ANNOTATION_MAX_P99_RATIO,
@@ -19,10 +20,10 @@ use crate::hash::{
 };
 use crate::incremental::{self, Capacity, Options, Split};
 use crate::model::{
-    Action, CreateCause, Decision, Desired, Event, EventKind, Observed, ObservedCluster,
-    ServeObservation,
+    Action, CreateCause, Decision, Desired, Event, EventKind, GatewayObservation, Observed,
+    ObservedCluster, ServeObservation, TrafficSplit,
 };
-use crate::naming::cluster_name;
+use crate::naming::{self, cluster_name};
 use crate::status::{self, Roles};
 
 /// Default `serviceUnhealthySecondThreshold`.
@@ -59,7 +60,7 @@ pub const FIELDS_NOT_ACTED_ON: &str = "FieldsNotActedOn";
 
 /// Decides what to do for one RayService. Pure: the same input gives the same answer.
 pub fn reconcile(desired: &Desired<'_>, observed: &Observed) -> Decision {
-    let (cluster_spec, serve_config) = match checked(desired) {
+    let (cluster_spec, serve_config) = match checked(desired, &observed.traffic_split) {
         Ok(parts) => parts,
         Err(error) => return status::invalid(desired, observed, &error),
     };
@@ -69,7 +70,10 @@ pub fn reconcile(desired: &Desired<'_>, observed: &Observed) -> Decision {
     Reconcile::new(desired, observed, cluster_spec, serve_config).run()
 }
 
-fn checked<'a>(desired: &Desired<'a>) -> Result<(&'a RayClusterSpec, ServeConfig), FieldError> {
+fn checked<'a>(
+    desired: &Desired<'a>,
+    split: &TrafficSplit,
+) -> Result<(&'a RayClusterSpec, ServeConfig), FieldError> {
     let spec = desired.spec;
     let cluster = spec.ray_cluster_config.as_ref().ok_or_else(|| {
         FieldError::new(
@@ -84,6 +88,10 @@ fn checked<'a>(desired: &Desired<'a>) -> Result<(&'a RayClusterSpec, ServeConfig
         spec.serve_config_v2.as_deref().unwrap_or_default(),
         "spec.serveConfigV2",
     )?;
+    // Traffic moves through a Gateway: KubeRay's requirements for incremental upgrades apply.
+    if matches!(split, TrafficSplit::Gateway(_)) && Options::of(spec).is_some() {
+        rayservice_api::validate::upgrade_through_gateway(spec)?;
+    }
     Ok((cluster, config))
 }
 
@@ -128,7 +136,7 @@ impl<'a> Reconcile<'a> {
             requeue: STEADY_REQUEUE,
             next_deletion: None,
             skipped_upgrade: None,
-            incremental: Options::of(desired.spec).filter(|_| observed.splits_traffic),
+            incremental: Options::of(desired.spec).filter(|_| observed.traffic_split.splits()),
         }
     }
 
@@ -153,10 +161,10 @@ impl<'a> Reconcile<'a> {
     /// one gets a Warning event naming it.
     fn name_fields_not_acted_on(&mut self) {
         let mut fields = rayservice_api::validate::unimplemented_service_fields(self.desired.spec);
-        if self.observed.splits_traffic {
+        if self.observed.traffic_split.splits() {
             fields.retain(|f| !f.starts_with("upgradeStrategy."));
         }
-        if self.incremental.is_some() {
+        if self.incremental.is_some() && self.observed.traffic_split == TrafficSplit::Itself {
             self.note_no_gateway_needed();
         }
         if !fields.is_empty() {
@@ -317,6 +325,9 @@ impl<'a> Reconcile<'a> {
             );
             status::stamp(&mut status, &self.observed.status, self.now);
         }
+        if let Some(split) = self.split_through_gateway(&status) {
+            self.actions.push(split);
+        }
         if !status::is_ready(&status) || status::settling(&status) {
             self.busy();
         }
@@ -392,13 +403,18 @@ impl<'a> Reconcile<'a> {
 
         // Serve capacity: one change at a time, once the cluster gaining traffic holds what its
         // capacity allows, and (forward) once the active cluster shed what it was asked to.
+        // Through a Gateway, only once the Gateway and the HTTPRoute are ready (as KubeRay).
         let settled = |c: &ObservedCluster| c.nodes.workers_running <= c.nodes.workers_desired;
+        let mut held_by_gateway = None;
         if let Some(change) = incremental::capacity_step(&split, &options, rolling_back) {
             let growing_pending = matches!(change, Capacity::Pending(_)) && !rolling_back;
             let ready_for_it = !growing_pending
                 || (self.capacity_applied(&self.observed_config_of(&active), &active)
                     && settled(&active));
-            if ready_for_it {
+            let gateway_wait = self.gateway_wait();
+            if ready_for_it && gateway_wait.is_some() {
+                held_by_gateway = gateway_wait;
+            } else if ready_for_it {
                 let (cluster, capacity) = match change {
                     Capacity::Active(c) => {
                         split.active_capacity = c;
@@ -501,6 +517,7 @@ impl<'a> Reconcile<'a> {
                 rolling_back: false,
                 options,
                 promoted: true,
+                held_by_gateway: None,
             };
         }
         if rolling_back && split.rolled_back(pending.nodes.head_ready) {
@@ -516,6 +533,7 @@ impl<'a> Reconcile<'a> {
                 rolling_back: false,
                 options,
                 promoted: false,
+                held_by_gateway: None,
             };
         }
         Stepped {
@@ -525,6 +543,7 @@ impl<'a> Reconcile<'a> {
             rolling_back,
             options,
             promoted: false,
+            held_by_gateway,
         }
     }
 
@@ -687,6 +706,7 @@ impl<'a> Reconcile<'a> {
             rolling_back: false,
             options,
             promoted: false,
+            held_by_gateway: None,
         }
     }
 
@@ -706,6 +726,38 @@ impl<'a> Reconcile<'a> {
         }
         let (_, hash) = with_capacity(config, cluster.memory.target_capacity);
         cluster.memory.submitted_config_hash.as_deref() == Some(hash.as_str())
+    }
+
+    /// Through a Gateway, while the spec asks for incremental upgrades (as KubeRay): the Gateway
+    /// of the spec's class, and the HTTPRoute's weights as the status says.
+    fn split_through_gateway(&self, status: &RayServiceStatus) -> Option<Action> {
+        if !matches!(self.observed.traffic_split, TrafficSplit::Gateway(_)) {
+            return None;
+        }
+        self.incremental?;
+        let gateway_class_name = self
+            .desired
+            .spec
+            .upgrade_strategy
+            .as_ref()?
+            .cluster_upgrade_options
+            .as_ref()?
+            .gateway_class_name
+            .clone()?;
+        Some(Action::SplitTraffic {
+            gateway_class_name,
+            backends: incremental::backends(status),
+        })
+    }
+
+    /// Why the Gateway cannot carry a new split yet, when traffic moves through one: KubeRay
+    /// changes Serve capacities only once the Gateway is `Accepted` and `Programmed` and the
+    /// HTTPRoute is `Accepted` with `ResolvedRefs` by that Gateway.
+    fn gateway_wait(&self) -> Option<String> {
+        let TrafficSplit::Gateway(observed) = &self.observed.traffic_split else {
+            return None;
+        };
+        gateway_not_ready(self.desired.name, observed)
     }
 
     /// Locally no Gateway is needed: say so once per generation when the spec has none.
@@ -1054,7 +1106,7 @@ impl<'a> Reconcile<'a> {
                 cluster: cluster.name.clone(),
                 config,
                 config_hash,
-                remember_config: self.observed.splits_traffic,
+                remember_config: self.observed.traffic_split.splits(),
             });
             self.busy();
         }
@@ -1124,6 +1176,35 @@ fn without_capacity(config: &serde_json::Value) -> serde_json::Value {
     config
 }
 
+/// Why the Gateway API objects of RayService `service` cannot carry traffic yet; `None` once
+/// they can.
+fn gateway_not_ready(service: &str, observed: &GatewayObservation) -> Option<String> {
+    let holds = |conditions: &[Condition], type_: &str| {
+        conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    };
+    let gateway = naming::gateway_name(service);
+    let route = naming::http_route_name(service);
+    match &observed.gateway {
+        None => return Some(format!("Gateway {gateway} does not exist yet")),
+        Some(conditions) if !(holds(conditions, "Accepted") && holds(conditions, "Programmed")) => {
+            return Some(format!(
+                "Gateway {gateway} is not Accepted and Programmed by its controller yet"
+            ));
+        }
+        Some(_) => {}
+    }
+    let accepted = observed.route.as_ref().is_some_and(|parents| {
+        parents
+            .iter()
+            .any(|c| holds(c, "Accepted") && holds(c, "ResolvedRefs"))
+    });
+    (!accepted).then(|| {
+        format!("HTTPRoute {route} is not Accepted with ResolvedRefs by Gateway {gateway} yet")
+    })
+}
+
 /// Every deployment of the cluster is HEALTHY: Serve finished scaling to its capacity.
 fn deployments_settled(cluster: &ObservedCluster) -> bool {
     match &cluster.serve {
@@ -1144,6 +1225,8 @@ struct Stepped {
     rolling_back: bool,
     options: Options,
     promoted: bool,
+    /// Why a capacity change that was due waits for the Gateway.
+    held_by_gateway: Option<String>,
 }
 
 impl Stepped {
@@ -1190,8 +1273,13 @@ impl Stepped {
                 .filter(|at| *at > now)
                 .map(|at| format!("; next traffic step at {}", status::timestamp(at)))
                 .unwrap_or_default();
+            let held = self
+                .held_by_gateway
+                .as_ref()
+                .map(|why| format!("; the next capacity step waits: {why}"))
+                .unwrap_or_default();
             let message = format!(
-                "{}incremental upgrade: {} has {}% of requests at capacity {}%, {} has {}% at capacity {}%{next}",
+                "{}incremental upgrade: {} has {}% of requests at capacity {}%, {} has {}% at capacity {}%{next}{held}",
                 if self.rolling_back {
                     "rolling back "
                 } else {

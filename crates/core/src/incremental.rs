@@ -18,6 +18,8 @@
 use k8s_openapi::jiff::Timestamp;
 use rayservice_api::{RayServiceSpec, RayServiceStatus, UpgradeType};
 
+use crate::model::WeightedCluster;
+
 /// The step parameters of `upgradeStrategy.clusterUpgradeOptions`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Options {
@@ -255,6 +257,27 @@ pub fn plan(options: &Options) -> (Vec<String>, i64) {
         }
     }
     (lines, elapsed)
+}
+
+/// The clusters that take requests and their shares, as a status holds them: the active
+/// cluster and, while one is prepared, the pending cluster (KubeRay's defaults where a share is
+/// not set: 100 % and 0 %). Empty while no cluster serves.
+pub fn backends(status: &RayServiceStatus) -> Vec<WeightedCluster> {
+    let split = Split::from_status(status);
+    let Some(active) = &status.active_service_status.ray_cluster_name else {
+        return Vec::new();
+    };
+    let mut backends = vec![WeightedCluster {
+        cluster: active.clone(),
+        weight: split.active_traffic,
+    }];
+    if let Some(pending) = &status.pending_service_status.ray_cluster_name {
+        backends.push(WeightedCluster {
+            cluster: pending.clone(),
+            weight: split.pending_traffic,
+        });
+    }
+    backends
 }
 
 /// Workers a group runs at `capacity` percent of its `replicas`: whole nodes, rounded up, so

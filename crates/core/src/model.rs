@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 pub use rayservice_api::serve_api::{ObservedApp, ObservedDeployment};
 use rayservice_api::{RayClusterSpec, RayServiceSpec, RayServiceStatus};
@@ -60,10 +61,52 @@ pub struct Observed {
     /// The platform wakes the controller when a head comes up (Kubernetes watches pods); with
     /// no head to ask, it need not look again soon. Local mode polls.
     pub watch_driven: bool,
-    /// The platform can split one service's traffic between two clusters by weight (local
-    /// mode's front endpoint can), so `NewClusterWithIncrementalUpgrade` is carried out;
-    /// otherwise it is a `NewCluster` upgrade and a Warning says so.
-    pub splits_traffic: bool,
+    /// How the platform can split one service's requests between two clusters by weight:
+    /// whether `NewClusterWithIncrementalUpgrade` is carried out, and what it requires.
+    pub traffic_split: TrafficSplit,
+}
+
+/// How a platform splits one service's requests between two clusters by weight.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrafficSplit {
+    /// Not at all: `NewClusterWithIncrementalUpgrade` is a `NewCluster` upgrade, and a
+    /// `FieldsNotActedOn` Warning says so (Kubernetes without the Gateway API).
+    None,
+    /// By itself (local mode's Serve endpoint): no Gateway and no autoscaler are needed, and
+    /// an `IncrementalUpgradeWithoutGateway` event says so when the spec leaves them out.
+    Itself,
+    /// Through a Gateway and an HTTPRoute that the platform writes as the core says
+    /// ([`Action::SplitTraffic`]; Kubernetes with the Gateway API installed). KubeRay's
+    /// requirements apply (`gatewayClassName`, `enableInTreeAutoscaling`, the step options),
+    /// and Serve capacities change only while both objects are ready.
+    Gateway(GatewayObservation),
+}
+
+impl TrafficSplit {
+    /// Whether the platform can split at all.
+    pub fn splits(&self) -> bool {
+        !matches!(self, TrafficSplit::None)
+    }
+}
+
+/// The Gateway API objects of one RayService, as observed: the status conditions their
+/// controller wrote. `None` when the object does not exist (yet).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GatewayObservation {
+    /// The conditions of the Gateway (`<name>-gateway`).
+    pub gateway: Option<Vec<Condition>>,
+    /// The HTTPRoute (`<name>-httproute`): the conditions of each of its `status.parents`
+    /// entries that names that Gateway. `None` when there is no HTTPRoute.
+    pub route: Option<Vec<Vec<Condition>>>,
+}
+
+/// One cluster's share of the requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightedCluster {
+    /// The cluster.
+    pub cluster: String,
+    /// Percent of the requests it gets.
+    pub weight: i32,
 }
 
 /// One cluster owned by a RayService, as observed.
@@ -208,6 +251,16 @@ pub enum Action {
     RouteTraffic {
         /// The cluster that serves from now on.
         cluster: Option<String>,
+    },
+    /// Split the requests between clusters by weight through the platform's Gateway
+    /// ([`TrafficSplit::Gateway`]): the Gateway of class `gateway_class_name` and an HTTPRoute
+    /// to each cluster's own Serve service with its weight. With no backend (no cluster serves
+    /// yet) only the Gateway is written.
+    SplitTraffic {
+        /// `clusterUpgradeOptions.gatewayClassName`.
+        gateway_class_name: String,
+        /// The active cluster first, then the pending one.
+        backends: Vec<WeightedCluster>,
     },
     /// Keep this memory about a cluster from now on (e.g. when it is due for deletion).
     Remember {

@@ -10,6 +10,22 @@ pub fn cluster_name(service: &str, suffix: &str) -> String {
     format!("{service}-raycluster-{suffix}")
 }
 
+/// The Gateway of RayService `service` for incremental upgrades: `S-gateway`.
+pub fn gateway_name(service: &str) -> String {
+    format!("{service}-gateway")
+}
+
+/// The HTTPRoute of RayService `service` for incremental upgrades: `S-httproute`.
+pub fn http_route_name(service: &str) -> String {
+    format!("{service}-httproute")
+}
+
+/// The Serve service of one cluster, the HTTPRoute's backend during incremental upgrades:
+/// `C-serve-svc` (the RayService's own stays `S-serve-svc`).
+pub fn serve_service_name(cluster: &str) -> String {
+    format!("{cluster}-serve-svc")
+}
+
 /// A random 5-character suffix for a cluster or node name. The decision itself never draws
 /// one: the platform hands it in ([`crate::Observed::fresh_suffix`]), so the decision stays
 /// deterministic.

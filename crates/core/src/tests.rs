@@ -98,7 +98,7 @@ impl World {
             clusters: self.clusters.clone(),
             fresh_suffix: format!("c{:04}", self.suffix),
             watch_driven: false,
-            splits_traffic: false,
+            traffic_split: TrafficSplit::None,
         };
         let desired = Desired::new("svc", self.generation, &self.spec);
         let decision = reconcile(&desired, &observed);
@@ -176,6 +176,7 @@ impl World {
                 }
             }
             Action::RouteTraffic { cluster } => self.routed_to = cluster.clone(),
+            Action::SplitTraffic { .. } => panic!("no Gateway on this platform"),
             Action::Remember { cluster, memory } => {
                 self.cluster_mut(cluster).memory = memory.clone()
             }

@@ -10,6 +10,12 @@
 //!
 //! Event driven (watches on RayServices, their RayClusters, Services and Pods); Ray has no push
 //! API, so while a cluster's dashboard can be asked the core's own poll interval applies.
+//!
+//! Traffic between two clusters (`NewClusterWithIncrementalUpgrade`) is split through the
+//! Gateway API when the API server serves it (discovery, asked again every 10 s): the core is
+//! told [`TrafficSplit::Gateway`] with the state of the RayService's Gateway and HTTPRoute, and
+//! they are written as it decides ([`Action::SplitTraffic`], objects in [`crate::gateway`]).
+//! Without the Gateway API the core is told [`TrafficSplit::None`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -20,15 +26,18 @@ use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use rayservice_api::{RayCluster, RayClusterSpec, RayService, RayServiceStatus};
 use rayservice_core::contract::{self, DashboardAnswer, ProxyFacts};
+use rayservice_core::incremental::Options;
+use rayservice_core::naming::{gateway_name, http_route_name, serve_service_name};
 use rayservice_core::{
-    Action, ClusterMemory, Desired, EventKind, NodesObservation, Observed, ObservedCluster,
+    Action, ClusterMemory, Desired, EventKind, GatewayObservation, NodesObservation, Observed,
+    ObservedCluster, TrafficSplit, WeightedCluster,
 };
 use rayservice_ray::dashboard::DashboardClient;
 
@@ -36,6 +45,7 @@ use crate::build::{
     self, LABEL_CLUSTER, LABEL_NODE_TYPE, LABEL_ORIGIN_CRD, LABEL_ORIGIN_NAME, LABEL_SERVE,
 };
 use crate::events::Events;
+use crate::gateway;
 use crate::operate::Metrics;
 use crate::raycluster::FIELD_MANAGER;
 use rayservice_core::random_suffix;
@@ -48,6 +58,8 @@ pub const SERVE_PORT: u16 = 8000;
 
 /// Requeue after a failed reconcile.
 const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+/// How long the answer to "does the API server serve the Gateway API?" is kept.
+const GATEWAY_API_RECHECK: Duration = Duration::from_secs(10);
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +76,9 @@ pub enum Error {
     /// The HTTP client for Ray's dashboards could not be built.
     #[error("HTTP client: {0}")]
     Http(#[from] rayservice_ray::dashboard::DashboardError),
+    /// An object of a cluster could not be built.
+    #[error("building: {0}")]
+    Build(#[from] crate::build::BuildError),
 }
 
 /// What the controller shares between reconciles.
@@ -78,6 +93,8 @@ pub struct Context {
     /// straight from the API server. A watched object at that version is current; any other may
     /// be older than the controller's own last write, and is read again.
     fresh: Mutex<HashMap<String, String>>,
+    /// Whether the API server serves the Gateway API, and when that was asked.
+    gateway_api: Mutex<Option<(Instant, bool)>>,
 }
 
 impl Context {
@@ -91,7 +108,39 @@ impl Context {
             metrics,
             watched: std::sync::OnceLock::new(),
             fresh: Mutex::default(),
+            gateway_api: Mutex::default(),
         })
+    }
+
+    /// Whether the API server serves `gateway.networking.k8s.io/v1` Gateways and HTTPRoutes
+    /// (discovery; the answer is kept [`GATEWAY_API_RECHECK`], so an API installed later is
+    /// picked up).
+    pub async fn gateway_api(&self) -> Result<bool, Error> {
+        let cached = *self
+            .gateway_api
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((at, served)) = cached
+            && at.elapsed() < GATEWAY_API_RECHECK
+        {
+            return Ok(served);
+        }
+        let group_version = format!("{}/{}", gateway::GROUP, gateway::VERSION);
+        let served = match self.client.list_api_group_resources(&group_version).await {
+            Ok(list) => ["gateways", "httproutes"]
+                .iter()
+                .all(|wanted| list.resources.iter().any(|r| r.name == *wanted)),
+            Err(kube::Error::Api(e)) if e.code == 404 => false,
+            Err(e) => return Err(e.into()),
+        };
+        if cached.is_none_or(|(_, before)| before != served) {
+            tracing::info!(served, "Gateway API ({group_version}) discovered");
+        }
+        *self
+            .gateway_api
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((Instant::now(), served));
+        Ok(served)
     }
 
     fn fresh(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
@@ -225,6 +274,11 @@ struct Pass<'a> {
     namespace: String,
     clusters: Api<RayCluster>,
     views: Vec<ClusterView>,
+    /// The API server serves the Gateway API.
+    gateway_api: bool,
+    /// The RayService's Gateway and HTTPRoute as read in this pass.
+    gateway: Option<DynamicObject>,
+    route: Option<DynamicObject>,
 }
 
 /// Brings one RayService in line with its spec. The object handed in by the watch may be a
@@ -289,6 +343,9 @@ async fn reconcile_inner(service: &RayService, ctx: &Context) -> Result<Requeue,
         namespace,
         service,
         views: Vec::new(),
+        gateway_api: false,
+        gateway: None,
+        route: None,
     };
     pass.load().await?;
     pass.run().await
@@ -354,15 +411,14 @@ impl Pass<'_> {
             )
         }))
         .await;
+        let traffic_split = self.observe_gateway().await?;
         let observed = Observed {
             now: now(),
             status: previous.clone(),
             clusters: observed_clusters,
             fresh_suffix: random_suffix(),
             watch_driven: true,
-            // Traffic between two clusters would need a Gateway and an HTTPRoute, not built
-            // yet: incremental upgrades are NewCluster upgrades here, and a Warning says so.
-            splits_traffic: false,
+            traffic_split,
         };
         let changed: Vec<&ObservedCluster> = self
             .views
@@ -393,6 +449,127 @@ impl Pass<'_> {
         }
 
         Ok(Requeue::requeue(requeue_after))
+    }
+
+    fn gateways(&self) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            self.ctx.client.clone(),
+            &self.namespace,
+            &gateway::gateway_resource(),
+        )
+    }
+
+    fn routes(&self) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            self.ctx.client.clone(),
+            &self.namespace,
+            &gateway::http_route_resource(),
+        )
+    }
+
+    /// How traffic can be split here: through the Gateway API when the API server serves it
+    /// (with the RayService's Gateway and HTTPRoute as they are, read while the spec asks for
+    /// incremental upgrades), else not at all.
+    async fn observe_gateway(&mut self) -> Result<TrafficSplit, Error> {
+        self.gateway_api = self.ctx.gateway_api().await?;
+        if !self.gateway_api {
+            return Ok(TrafficSplit::None);
+        }
+        if Options::of(&self.service.spec).is_none() {
+            return Ok(TrafficSplit::Gateway(GatewayObservation::default()));
+        }
+        let gateway = self.gateways().get_opt(&gateway_name(&self.name)).await?;
+        let route = self.routes().get_opt(&http_route_name(&self.name)).await?;
+        let observation = GatewayObservation {
+            gateway: gateway.as_ref().map(gateway::gateway_conditions),
+            route: route
+                .as_ref()
+                .map(|r| gateway::route_conditions(r, &gateway_name(&self.name), &self.namespace)),
+        };
+        self.gateway = gateway;
+        self.route = route;
+        Ok(TrafficSplit::Gateway(observation))
+    }
+
+    /// Writes the Gateway, each backend cluster's Serve service and the HTTPRoute with the
+    /// weights the core decided; an object already as wanted is left alone.
+    async fn split_traffic(
+        &mut self,
+        class: &str,
+        backends: &[WeightedCluster],
+    ) -> Result<(), Error> {
+        let owner = self
+            .service
+            .controller_owner_ref(&())
+            .ok_or(Error::Incomplete("uid"))?;
+        let apply = PatchParams::apply(FIELD_MANAGER).force();
+        let wanted = gateway::gateway(&self.name, &self.namespace, &owner, class);
+        if self.gateway.as_ref().map(gateway::gateway_essentials)
+            != Some(gateway::gateway_essentials(&wanted))
+        {
+            tracing::info!(service = %self.name, class, "writing the Gateway");
+            let written = self
+                .gateways()
+                .patch(&wanted.name_any(), &apply, &Patch::Apply(&wanted))
+                .await?;
+            self.gateway = Some(written);
+        }
+        let mut refs = Vec::new();
+        for backend in backends {
+            let Some(view) = self.view(&backend.cluster) else {
+                continue;
+            };
+            let svc = gateway::cluster_serve_service(&self.name, &view.object)?;
+            let port = gateway::serve_port(&view.object.spec);
+            self.ensure_service(&svc).await?;
+            refs.push(gateway::Backend {
+                service: svc.name_any(),
+                port: i64::from(port),
+                weight: i64::from(backend.weight),
+            });
+        }
+        if refs.is_empty() {
+            return Ok(());
+        }
+        let wanted = gateway::http_route(&self.name, &self.namespace, &owner, &refs);
+        if self.route.as_ref().map(gateway::route_essentials)
+            != Some(gateway::route_essentials(&wanted))
+        {
+            tracing::info!(service = %self.name, backends = ?refs, "writing the HTTPRoute");
+            let written = self
+                .routes()
+                .patch(&wanted.name_any(), &apply, &Patch::Apply(&wanted))
+                .await?;
+            self.route = Some(written);
+        }
+        Ok(())
+    }
+
+    /// Creates or corrects a Service whose selector or ports differ from `svc`'s.
+    async fn ensure_service(&self, svc: &Service) -> Result<(), Error> {
+        let services: Api<Service> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let essentials = |s: &Service| {
+            let spec = s.spec.clone().unwrap_or_default();
+            let ports: Vec<(Option<String>, i32)> = spec
+                .ports
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| (p.name, p.port))
+                .collect();
+            (spec.selector, ports)
+        };
+        let current = services.get_opt(&svc.name_any()).await?;
+        if current.as_ref().map(essentials) != Some(essentials(svc)) {
+            tracing::info!(service = %self.name, svc = %svc.name_any(), "writing a cluster's Serve service");
+            services
+                .patch(
+                    &svc.name_any(),
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(svc),
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     /// What one cluster looks like right now: its pods, its dashboard, its Serve proxies,
@@ -533,11 +710,21 @@ impl Pass<'_> {
             }
             Action::RouteTraffic { cluster } => {
                 tracing::info!(service = %self.name, cluster = ?cluster, "traffic switched");
-                if let Some(cluster) = cluster {
-                    self.point_services_at(&cluster).await?;
+                match cluster {
+                    Some(cluster) => self.point_services_at(&cluster).await?,
+                    // At nothing (suspend): no Gateway either, as KubeRay.
+                    None if self.gateway_api => {
+                        delete_gateway_objects(&self.ctx.client, &self.namespace, &self.name)
+                            .await?
+                    }
+                    None => {}
                 }
                 Ok(())
             }
+            Action::SplitTraffic {
+                gateway_class_name,
+                backends,
+            } => self.split_traffic(&gateway_class_name, &backends).await,
             Action::Remember { cluster, memory } => self.remember(&cluster, &memory).await,
             Action::DeleteCluster { cluster } => {
                 match self
@@ -548,6 +735,12 @@ impl Pass<'_> {
                     Ok(_) => {}
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
                     Err(e) => return Err(e.into()),
+                }
+                if self.gateway_api {
+                    // Its own Serve service goes with it (also by its owner reference).
+                    let svc_api: Api<Service> =
+                        Api::namespaced(self.ctx.client.clone(), &self.namespace);
+                    delete_if_there(&svc_api, &serve_service_name(&cluster)).await?;
                 }
                 Ok(())
             }
@@ -840,12 +1033,15 @@ async fn clean_up(
         }
     }
     let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
-    for svc in [format!("{name}-head-svc"), format!("{name}-serve-svc")] {
-        match svc_api.delete(&svc, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
+    let per_cluster = owned.iter().map(|c| serve_service_name(&c.name_any()));
+    for svc in [format!("{name}-head-svc"), format!("{name}-serve-svc")]
+        .into_iter()
+        .chain(per_cluster)
+    {
+        delete_if_there(&svc_api, &svc).await?;
+    }
+    if ctx.gateway_api().await? {
+        delete_gateway_objects(&ctx.client, &namespace, &name).await?;
     }
     if !owned.is_empty() {
         // Called again when the clusters are gone (they are watched).
@@ -868,6 +1064,32 @@ async fn clean_up(
         .await?;
     ctx.fresh().remove(&uid);
     Ok(Requeue::await_change())
+}
+
+/// Deletes an object; one that is not there is fine.
+async fn delete_if_there<K>(api: &Api<K>, name: &str) -> Result<(), Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes the HTTPRoute and the Gateway of RayService `service`.
+async fn delete_gateway_objects(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+) -> Result<(), Error> {
+    let routes: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &gateway::http_route_resource());
+    delete_if_there(&routes, &http_route_name(service)).await?;
+    let gateways: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &gateway::gateway_resource());
+    delete_if_there(&gateways, &gateway_name(service)).await
 }
 
 /// What to do after a failed reconcile: log, and try again in 5 s.

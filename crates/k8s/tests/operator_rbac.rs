@@ -1,15 +1,15 @@
 //! The operator's RBAC (`deploy/manifests/operator.yaml`: the ClusterRole, and the Role for its
 //! leader-election Lease) is enough, and no more than asked for: leader election and the
 //! RayCluster controller run against a real API server (etcd + kube-apiserver +
-//! kube-controller-manager from `scripts/k8s-control-plane.sh`) authenticated only with a token
-//! of the `rayservice-operator` service account.
+//! kube-controller-manager from `scripts/k8s-control-plane.sh`, with the Gateway API's CRDs)
+//! authenticated only with a token of the `rayservice-operator` service account.
 
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
 use kube::Client;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::config::AuthInfo;
 use rayservice_api::{RayCluster, RayClusterSpec, RayService};
 use rayservice_k8s::operate::{LeaderElector, OperateError};
@@ -23,6 +23,7 @@ use common::{AbortOnDrop, ControlPlane, eventually, node_type, repo_root};
 const OPERATOR_NS: &str = "rayservice-system";
 const OPERATOR_SA: &str = "rayservice-operator";
 const TEST_NS: &str = "rbac-test";
+const WAIT: Duration = Duration::from_secs(60);
 
 impl ControlPlane {
     /// `kubectl auth can-i` as the operator's service account: exits 0 with "yes" or 1 with "no".
@@ -86,6 +87,7 @@ async fn operator_clusterrole_is_minimal_and_sufficient() -> anyhow::Result<()> 
     let admin_config = cp.admin_config().await?;
     let admin = Client::try_from(admin_config.clone())?;
     cp.install_crds(&admin).await?;
+    cp.install_gateway_api(&admin).await?;
 
     // The operator manifest. The Deployment stays Pending (no kubelet, no scheduler).
     let manifest = repo_root().join("deploy/manifests/operator.yaml");
@@ -115,6 +117,14 @@ async fn operator_clusterrole_is_minimal_and_sufficient() -> anyhow::Result<()> 
         ("update", "rayservices.ray.io/finalizers"),
         ("create", "events"),
         ("create", "events.events.k8s.io"),
+        ("get", "gateways.gateway.networking.k8s.io"),
+        ("create", "gateways.gateway.networking.k8s.io"),
+        ("patch", "gateways.gateway.networking.k8s.io"),
+        ("delete", "gateways.gateway.networking.k8s.io"),
+        ("get", "httproutes.gateway.networking.k8s.io"),
+        ("create", "httproutes.gateway.networking.k8s.io"),
+        ("patch", "httproutes.gateway.networking.k8s.io"),
+        ("delete", "httproutes.gateway.networking.k8s.io"),
     ] {
         ensure!(
             cp.operator_can(verb, resource, TEST_NS)?,
@@ -136,6 +146,12 @@ async fn operator_clusterrole_is_minimal_and_sufficient() -> anyhow::Result<()> 
         ("get", "leases.coordination.k8s.io"),
         ("update", "leases.coordination.k8s.io"),
         ("create", "clusterroles.rbac.authorization.k8s.io"),
+        ("list", "gateways.gateway.networking.k8s.io"),
+        ("watch", "httproutes.gateway.networking.k8s.io"),
+        ("update", "httproutes.gateway.networking.k8s.io"),
+        ("patch", "httproutes.gateway.networking.k8s.io/status"),
+        ("get", "gatewayclasses.gateway.networking.k8s.io"),
+        ("create", "referencegrants.gateway.networking.k8s.io"),
     ] {
         ensure!(
             !cp.operator_can(verb, resource, TEST_NS)?,
@@ -311,6 +327,65 @@ async fn operator_clusterrole_is_minimal_and_sufficient() -> anyhow::Result<()> 
             Ok((services + clusters == 0).then_some(()))
         },
     )
+    .await?;
+
+    // An incremental upgrade through the Gateway API (found by the operator's discovery): the
+    // Gateway, the HTTPRoute and the clusters' Serve services are written, updated and removed
+    // with the operator's token.
+    let _gateway_controller = standin::GatewayController::start(admin.clone(), TEST_NS);
+    let file = tempfile::Builder::new().suffix(".yaml").tempfile()?;
+    let path = file.path().to_str().context("path")?.to_string();
+    let steps = common::Steps {
+        step: 50,
+        interval: 1,
+        surge: 100,
+    };
+    let apply = |cpu: &str, price: i32| -> anyhow::Result<()> {
+        std::fs::write(
+            &path,
+            common::rayservice_yaml("gw", steps, Some("istio"), cpu, price),
+        )?;
+        cp.kubectl(&["apply", "-n", TEST_NS, "-f", &path])?;
+        Ok(())
+    };
+    apply("1", 3)?;
+    let routes: Api<DynamicObject> = Api::namespaced_with(
+        admin.clone(),
+        TEST_NS,
+        &rayservice_k8s::gateway::http_route_resource(),
+    );
+    let backends = |route: &DynamicObject| rayservice_k8s::gateway::route_essentials(route).1;
+    let first = eventually("the HTTPRoute to the first cluster", WAIT, || async {
+        let Some(route) = routes.get_opt("gw-httproute").await? else {
+            return Ok(None);
+        };
+        Ok(backends(&route).first().map(|b| b.service.clone()))
+    })
+    .await?;
+    apply("500m", 4)?;
+    eventually(
+        "the HTTPRoute to the upgraded cluster alone",
+        WAIT,
+        || async {
+            let Some(route) = routes.get_opt("gw-httproute").await? else {
+                return Ok(None);
+            };
+            let now = backends(&route);
+            Ok((now.len() == 1 && now[0].service != first && now[0].weight == 100).then_some(()))
+        },
+    )
+    .await?;
+    cp.kubectl(&["delete", "-n", TEST_NS, "-f", &path])?;
+    let gateways: Api<DynamicObject> = Api::namespaced_with(
+        admin.clone(),
+        TEST_NS,
+        &rayservice_k8s::gateway::gateway_resource(),
+    );
+    eventually("the Gateway and the HTTPRoute gone", WAIT, || async {
+        let left = gateways.list(&ListParams::default()).await?.items.len()
+            + routes.list(&ListParams::default()).await?.items.len();
+        Ok((left == 0).then_some(()))
+    })
     .await?;
     Ok(())
 }

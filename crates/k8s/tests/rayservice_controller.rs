@@ -19,7 +19,7 @@ use serde_json::Value;
 mod common;
 mod standin;
 
-use common::{AbortOnDrop, ControlPlane, eventually, node_type, repo_root};
+use common::{AbortOnDrop, ControlPlane, Operator, eventually, node_type, repo_root};
 use standin::Kubelet;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -44,44 +44,6 @@ async fn control_plane() -> anyhow::Result<(ControlPlane, Client)> {
     let client = Client::try_from(cp.admin_config().await?)?;
     cp.install_crds(&client).await?;
     Ok((cp, client))
-}
-
-/// Both controllers, in this process; dropping it stops them (an operator crash).
-struct Operator {
-    tasks: Vec<AbortOnDrop>,
-    metrics: rayservice_k8s::operate::Metrics,
-}
-
-impl Operator {
-    fn start(client: &Client) -> Self {
-        // RUST_LOG=rayservice_k8s=debug shows what the operator does.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let metrics = rayservice_k8s::operate::Metrics::new();
-        let rayclusters = tokio::spawn(rayservice_k8s::raycluster::run(
-            client.clone(),
-            metrics.clone(),
-        ));
-        let services = {
-            let client = client.clone();
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                if let Err(error) = rayservice_k8s::rayservice::run(client, metrics).await {
-                    eprintln!("rayservice controller: {error}");
-                }
-            })
-        };
-        Operator {
-            tasks: vec![AbortOnDrop(rayclusters), AbortOnDrop(services)],
-            metrics,
-        }
-    }
-
-    fn running(&self) -> bool {
-        self.tasks.iter().all(|t| !t.0.is_finished())
-    }
 }
 
 struct Kubectl<'a> {

@@ -10,7 +10,7 @@ use rayservice_api::{RayService, RayServiceSpec, RayServiceStatus, ServeConfig};
 use rayservice_core::contract::{self, DashboardAnswer, ProxyFacts};
 use rayservice_core::{
     Action, ClusterMemory, Desired, EventKind, NodesObservation, Observed, ObservedCluster,
-    TrafficCounts,
+    TrafficCounts, TrafficSplit,
 };
 use rayservice_proxy::{Backend, FrontEndpoint, RouteTable, ServiceRoute};
 use rayservice_ray::auth::AuthToken;
@@ -214,7 +214,7 @@ impl Controller {
             fresh_suffix,
             watch_driven: false,
             // The Serve front endpoint splits one service's requests between two clusters.
-            splits_traffic: true,
+            traffic_split: TrafficSplit::Itself,
         })
     }
 
@@ -445,6 +445,9 @@ impl Controller {
             Action::RouteTraffic { cluster } => {
                 tracing::info!(service, cluster = ?cluster, "traffic switched");
             }
+            // Asked only of a platform that splits through a Gateway; the Serve endpoint
+            // reads the shares from the status itself.
+            Action::SplitTraffic { .. } => {}
             Action::Remember { cluster, memory } => self.remember(&cluster, memory)?,
             Action::DeleteCluster { cluster } => {
                 self.stop_cluster(&cluster).await?;

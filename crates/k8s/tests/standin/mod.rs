@@ -8,7 +8,13 @@
 //!   REST API on port 8265 (`PUT`/`GET /api/serve/applications/`, `/api/gcs_healthz`) and the
 //!   Serve proxy's `/-/healthz` and `/-/routes` on port 8000. It records every PUT and
 //!   reports the submitted applications DEPLOYING, then RUNNING (or keeps them DEPLOYING while
-//!   the test holds them). So the operator talks to `podIP:8265` exactly as in a cluster.
+//!   the test holds them). A PUT that changes only `target_capacity` (incremental upgrades)
+//!   leaves the applications RUNNING with their deployments UPSCALING or DOWNSCALING for a
+//!   moment, then HEALTHY, and the GET reports the `target_capacity`, as Serve does. So the
+//!   operator talks to `podIP:8265` exactly as in a cluster.
+//! - [`GatewayController`] plays the controller of a GatewayClass: it marks every Gateway of a
+//!   namespace `Accepted` and `Programmed` and every HTTPRoute `Accepted` with `ResolvedRefs`
+//!   for each Gateway it names (the status a Gateway implementation writes); no traffic flows.
 //!
 //! The API server, etcd and kube-controller-manager are real (see `common`).
 
@@ -27,7 +33,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -36,6 +42,8 @@ use crate::common::AbortOnDrop;
 
 /// How long submitted applications report DEPLOYING before RUNNING.
 const DEPLOY_TIME: Duration = Duration::from_millis(300);
+/// How long deployments report UPSCALING or DOWNSCALING after a new `target_capacity`.
+const RESCALE_TIME: Duration = Duration::from_millis(100);
 
 /// What one stand-in Ray head has been told and reports.
 #[derive(Debug, Default)]
@@ -49,16 +57,58 @@ pub struct RayState {
 }
 
 impl RayState {
+    /// The Serve config last submitted, without its `target_capacity`, and that capacity.
+    fn split(config: &Value) -> (Value, Value) {
+        let mut apps = config.clone();
+        let capacity = apps
+            .as_object_mut()
+            .and_then(|fields| fields.remove("target_capacity"))
+            .unwrap_or(Value::Null);
+        (apps, capacity)
+    }
+
+    /// `target_capacity` of the last config, `null` when none was given.
+    pub fn target_capacity(&self) -> Value {
+        self.puts
+            .last()
+            .map(|config| Self::split(config).1)
+            .unwrap_or(Value::Null)
+    }
+
+    /// (application status, deployment status) now.
+    fn statuses(&self) -> (&'static str, &'static str) {
+        let settled = self.put_at.is_some_and(|t| t.elapsed() >= DEPLOY_TIME);
+        let rescaled = self.put_at.is_some_and(|t| t.elapsed() >= RESCALE_TIME);
+        let [.., before, last] = self.puts.as_slice() else {
+            return if settled && !self.hold {
+                ("RUNNING", "HEALTHY")
+            } else {
+                ("DEPLOYING", "UPDATING")
+            };
+        };
+        let ((apps_before, capacity_before), (apps, capacity)) =
+            (Self::split(before), Self::split(last));
+        if apps_before == apps {
+            // Only the capacity changed: the applications keep running while Serve scales.
+            let number = |v: &Value| v.as_i64().unwrap_or(100);
+            return match (rescaled, number(&capacity) >= number(&capacity_before)) {
+                (true, _) => ("RUNNING", "HEALTHY"),
+                (false, true) => ("RUNNING", "UPSCALING"),
+                (false, false) => ("RUNNING", "DOWNSCALING"),
+            };
+        }
+        if settled && !self.hold {
+            ("RUNNING", "HEALTHY")
+        } else {
+            ("DEPLOYING", "UPDATING")
+        }
+    }
+
     fn applications(&self) -> BTreeMap<String, Value> {
         let Some(config) = self.puts.last() else {
             return BTreeMap::new();
         };
-        let settled = !self.hold && self.put_at.is_some_and(|t| t.elapsed() >= DEPLOY_TIME);
-        let (app_status, deployment_status) = if settled {
-            ("RUNNING", "HEALTHY")
-        } else {
-            ("DEPLOYING", "UPDATING")
-        };
+        let (app_status, deployment_status) = self.statuses();
         config["applications"]
             .as_array()
             .into_iter()
@@ -90,7 +140,7 @@ impl RayState {
     }
 
     fn running(&self) -> bool {
-        !self.hold && self.put_at.is_some_and(|t| t.elapsed() >= DEPLOY_TIME)
+        self.statuses().0 == "RUNNING"
     }
 }
 
@@ -121,6 +171,7 @@ async fn get_applications(State(state): State<Shared>) -> Json<Value> {
         "http_options": {"host": "0.0.0.0", "port": 8000},
         "proxies": {},
         "applications": s.applications(),
+        "target_capacity": s.target_capacity(),
     }))
 }
 
@@ -179,6 +230,8 @@ impl StandInRay {
 pub struct Kubelet {
     /// Stand-in Ray by cluster name (`ray.io/cluster`).
     pub rays: Arc<Mutex<BTreeMap<String, StandInRay>>>,
+    /// What each head's stand-in Ray was told, kept after the head is gone.
+    told: Arc<Mutex<BTreeMap<String, Shared>>>,
     /// Hold the applications of heads started from now on in DEPLOYING.
     pub hold_new: Arc<AtomicBool>,
     _task: AbortOnDrop,
@@ -188,23 +241,31 @@ impl Kubelet {
     /// Starts watching; pod IPs are `127.{net[0]}.{net[1]}.N`.
     pub fn start(client: Client, namespace: &str, net: [u8; 2]) -> Self {
         let rays: Arc<Mutex<BTreeMap<String, StandInRay>>> = Arc::default();
+        let told: Arc<Mutex<BTreeMap<String, Shared>>> = Arc::default();
         let hold_new = Arc::new(AtomicBool::new(false));
         let pods: Api<Pod> = Api::namespaced(client, namespace);
-        let task = tokio::spawn(play(pods, net, rays.clone(), hold_new.clone()));
+        let task = tokio::spawn(play(
+            pods,
+            net,
+            rays.clone(),
+            told.clone(),
+            hold_new.clone(),
+        ));
         Kubelet {
             rays,
+            told,
             hold_new,
             _task: AbortOnDrop(task),
         }
     }
 
-    /// Every PUT the stand-in Ray of `cluster` received.
+    /// Every PUT the stand-in Ray of `cluster` received (also once its head is gone).
     pub fn puts(&self, cluster: &str) -> Vec<Value> {
-        self.rays
+        self.told
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(cluster)
-            .map(|r| lock(&r.state).puts.clone())
+            .map(|state| lock(state).puts.clone())
             .unwrap_or_default()
     }
 
@@ -234,6 +295,7 @@ async fn play(
     pods: Api<Pod>,
     net: [u8; 2],
     rays: Arc<Mutex<BTreeMap<String, StandInRay>>>,
+    told: Arc<Mutex<BTreeMap<String, Shared>>>,
     hold_new: Arc<AtomicBool>,
 ) {
     let mut next_host: u8 = 2;
@@ -266,6 +328,9 @@ async fn play(
         if head && let Some(cluster) = pod.labels().get("ray.io/cluster") {
             match StandInRay::start(ip, hold_new.load(Ordering::SeqCst)).await {
                 Ok(ray) => {
+                    told.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(cluster.clone(), ray.state.clone());
                     rays.lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .insert(cluster.clone(), ray);
@@ -293,4 +358,123 @@ async fn play(
             eprintln!("stand-in kubelet: {error}");
         }
     }
+}
+
+/// The controller name the stand-in Gateway controller writes into route statuses.
+pub const GATEWAY_CONTROLLER_NAME: &str = "example.com/stand-in-gateway-controller";
+
+/// Plays the controller of the GatewayClass in one namespace: marks every Gateway `Accepted` and
+/// `Programmed` and every HTTPRoute `Accepted` with `ResolvedRefs` for each Gateway it names,
+/// at their current generation. Stops when dropped.
+pub struct GatewayController {
+    _task: AbortOnDrop,
+}
+
+impl GatewayController {
+    pub fn start(client: Client, namespace: &str) -> Self {
+        let gateways: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            namespace,
+            &rayservice_k8s::gateway::gateway_resource(),
+        );
+        let routes: Api<DynamicObject> = Api::namespaced_with(
+            client,
+            namespace,
+            &rayservice_k8s::gateway::http_route_resource(),
+        );
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                if let Err(error) = accept_all(&gateways, &routes).await {
+                    eprintln!("stand-in Gateway controller: {error:#}");
+                }
+            }
+        });
+        GatewayController {
+            _task: AbortOnDrop(task),
+        }
+    }
+}
+
+/// A condition that holds, as a Gateway controller writes it.
+fn holds(type_: &str, generation: Option<i64>) -> Value {
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let time = k8s_openapi::jiff::Timestamp::from_second(now).unwrap_or_default();
+    json!({
+        "type": type_,
+        "status": "True",
+        "reason": type_,
+        "message": "stand-in Gateway controller",
+        "lastTransitionTime": time.to_string(),
+        "observedGeneration": generation,
+    })
+}
+
+/// Whether `conditions` hold every type of `types` at `generation`.
+fn all_hold(conditions: &Value, types: &[&str], generation: Option<i64>) -> bool {
+    types.iter().all(|type_| {
+        conditions.as_array().into_iter().flatten().any(|c| {
+            c["type"] == *type_
+                && c["status"] == "True"
+                && c["observedGeneration"].as_i64() == generation
+        })
+    })
+}
+
+async fn accept_all(
+    gateways: &Api<DynamicObject>,
+    routes: &Api<DynamicObject>,
+) -> anyhow::Result<()> {
+    let status = PatchParams::default();
+    for gateway in gateways.list(&Default::default()).await?.items {
+        let generation = gateway.metadata.generation;
+        let conditions = &gateway.data["status"]["conditions"];
+        if all_hold(conditions, &["Accepted", "Programmed"], generation) {
+            continue;
+        }
+        let patch = json!({"status": {"conditions": [
+            holds("Accepted", generation),
+            holds("Programmed", generation),
+        ]}});
+        gateways
+            .patch_status(&gateway.name_any(), &status, &Patch::Merge(&patch))
+            .await?;
+    }
+    for route in routes.list(&Default::default()).await?.items {
+        let generation = route.metadata.generation;
+        let parents: Vec<Value> = route.data["spec"]["parentRefs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let written = route.data["status"]["parents"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let current = written.len() == parents.len()
+            && written
+                .iter()
+                .all(|p| all_hold(&p["conditions"], &["Accepted", "ResolvedRefs"], generation));
+        if current {
+            continue;
+        }
+        let entries: Vec<Value> = parents
+            .iter()
+            .map(|parent| {
+                json!({
+                    "parentRef": parent,
+                    "controllerName": GATEWAY_CONTROLLER_NAME,
+                    "conditions": [
+                        holds("Accepted", generation),
+                        holds("ResolvedRefs", generation),
+                    ],
+                })
+            })
+            .collect();
+        let patch = json!({"status": {"parents": entries}});
+        routes
+            .patch_status(&route.name_any(), &status, &Patch::Merge(&patch))
+            .await?;
+    }
+    Ok(())
 }
