@@ -148,25 +148,12 @@ pub fn group_alive(pgid: i32) -> bool {
         return true;
     };
     entries.flatten().any(|entry| {
-        let name = entry.file_name();
-        let Some(pid) = name
+        let pid = entry
+            .file_name()
             .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            return false;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return false;
-        };
-        // After the command name: state, parent pid, process group.
-        let mut fields = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace())
-            .into_iter()
-            .flatten();
-        let state = fields.next().unwrap_or("X");
-        let group = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
-        group == Some(pgid) && state != "Z" && state != "X"
+            .and_then(|n| n.parse::<i32>().ok());
+        pid.and_then(stat_fields)
+            .is_some_and(|(state, _, group)| group == pgid && state != "Z" && state != "X")
     })
 }
 
@@ -175,20 +162,76 @@ pub async fn stop_group(pgid: i32, grace: Duration) {
     if pgid <= 1 {
         return;
     }
+    // Ray starts some processes (its workers) in sessions of their own: they are found as
+    // descendants of the node's process now, while their parents still run, and stopped
+    // with the group (each checked to be the same process before it is signalled).
+    let strays: Vec<(i32, String)> = descendants(pgid)
+        .into_iter()
+        .filter(|pid| process_group(*pid) != Some(pgid))
+        .filter_map(|pid| identity(pid).map(|id| (pid, id)))
+        .collect();
+    let same = |pid: i32, id: &str| identity(pid).as_deref() == Some(id) && alive(pid);
+    let signal_strays = |signal: Signal| {
+        for (pid, id) in &strays {
+            if same(*pid, id) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(*pid), signal);
+            }
+        }
+    };
+    let all_gone = || !group_alive(pgid) && !strays.iter().any(|(pid, id)| same(*pid, id));
     let group = Pid::from_raw(pgid);
     let _ = killpg(group, Signal::SIGTERM);
+    signal_strays(Signal::SIGTERM);
     let deadline = tokio::time::Instant::now() + grace;
     while tokio::time::Instant::now() < deadline {
-        if !group_alive(pgid) {
+        if all_gone() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = killpg(group, Signal::SIGKILL);
+    signal_strays(Signal::SIGKILL);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while group_alive(pgid) && tokio::time::Instant::now() < deadline {
+    while !all_gone() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Fields of `/proc/PID/stat` after the command name: state, parent pid, process group.
+fn stat_fields(pid: i32) -> Option<(String, i32, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.to_string();
+    let parent = fields.next()?.parse().ok()?;
+    let group = fields.next()?.parse().ok()?;
+    Some((state, parent, group))
+}
+
+fn process_group(pid: i32) -> Option<i32> {
+    stat_fields(pid).map(|(_, _, group)| group)
+}
+
+/// Every live descendant of `root` (children, their children, ...), from one look at `/proc`.
+pub fn descendants(root: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parents: Vec<(i32, i32)> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter_map(|pid| stat_fields(pid).map(|(_, parent, _)| (pid, parent)))
+        .collect();
+    let mut found = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for (pid, _) in parents.iter().filter(|(_, p)| *p == parent) {
+            if !found.contains(pid) && *pid != root {
+                found.push(*pid);
+                frontier.push(*pid);
+            }
+        }
+    }
+    found
 }
 
 /// Kills every process of this user whose command line mentions `marker` (a cluster's temp dir):
@@ -281,5 +324,37 @@ mod tests {
             let _ = child.wait();
         }
         assert!(!is_ours(pid, Some(&recorded), marker));
+    }
+
+    #[test]
+    fn stopping_a_group_also_stops_its_descendants_in_other_sessions() {
+        // A node whose child left for a session of its own (as Ray's workers do).
+        let mut leader = std::process::Command::new("sh")
+            .args(["-c", "setsid sleep 300 & wait"])
+            .process_group(0)
+            .spawn()
+            .expect("sh");
+        let pgid = leader.id() as i32;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let stray = loop {
+            if let Some(pid) = descendants(pgid)
+                .into_iter()
+                .find(|pid| process_group(*pid) != Some(pgid) && runs_with(*pid, "300"))
+            {
+                break pid;
+            }
+            assert!(std::time::Instant::now() < deadline, "no stray child");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        runtime.block_on(stop_group(pgid, Duration::from_millis(500)));
+        let _ = leader.wait();
+        assert!(
+            !alive(stray),
+            "the child in its own session was stopped too"
+        );
     }
 }
