@@ -70,14 +70,13 @@ pub fn alive(pid: i32) -> bool {
     if pid <= 0 {
         return false;
     }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // Field 3 is the state; a zombie (Z) or dead (X) process no longer runs.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    stat_fields(pid).is_some_and(|(state, _, _)| runs(&state))
+}
+
+/// Whether a process in this `/proc` state runs: a zombie (Z) or dead (X) one no longer does
+/// (an exited process whose parent, often init, has not reaped it yet).
+fn runs(state: &str) -> bool {
+    state != "Z" && state != "X"
 }
 
 /// Who process `pid` is, as long as the machine runs: its boot id and its start time (clock
@@ -122,39 +121,35 @@ pub fn descends_from(pid: i32, ancestor: i32) -> bool {
         if current <= 1 {
             return false;
         }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{current}/stat")) else {
-            return false;
-        };
-        // Field 4 (parent pid) follows the state, after the command name in parentheses.
-        let parent = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<i32>().ok());
-        match parent {
-            Some(parent) => current = parent,
+        match stat_fields(current) {
+            Some((_, parent, _)) => current = parent,
             None => return false,
         }
     }
     false
 }
 
-/// Whether any process of group `pgid` remains that is not a zombie (an exited process whose
-/// parent, often init, has not reaped it yet runs nothing).
+/// Whether any process of group `pgid` remains that still [`runs`].
 pub fn group_alive(pgid: i32) -> bool {
     if pgid <= 0 || killpg(Pid::from_raw(pgid), None).is_err() {
         return false;
     }
-    let Ok(entries) = std::fs::read_dir("/proc") else {
+    let Some(pids) = all_pids() else {
         return true;
     };
-    entries.flatten().any(|entry| {
-        let pid = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok());
-        pid.and_then(stat_fields)
-            .is_some_and(|(state, _, group)| group == pgid && state != "Z" && state != "X")
-    })
+    pids.into_iter()
+        .any(|pid| stat_fields(pid).is_some_and(|(state, _, group)| group == pgid && runs(&state)))
+}
+
+/// Every process id in `/proc` now; `None` when it cannot be read.
+fn all_pids() -> Option<Vec<i32>> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    Some(
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+            .collect(),
+    )
 }
 
 /// Stops process group `pgid`: SIGTERM, then SIGKILL after `grace`.
@@ -213,12 +208,9 @@ fn process_group(pid: i32) -> Option<i32> {
 
 /// Every live descendant of `root` (children, their children, ...), from one look at `/proc`.
 pub fn descendants(root: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let parents: Vec<(i32, i32)> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+    let parents: Vec<(i32, i32)> = all_pids()
+        .unwrap_or_default()
+        .into_iter()
         .filter_map(|pid| stat_fields(pid).map(|(_, parent, _)| (pid, parent)))
         .collect();
     let mut found = Vec::new();
@@ -243,21 +235,11 @@ pub fn kill_by_marker(marker: &str) -> Vec<i32> {
     }
     let me = std::process::id() as i32;
     let uid = nix::unistd::getuid().as_raw();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return killed;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
+    for pid in all_pids().unwrap_or_default() {
         if pid == me {
             continue;
         }
-        let owned = std::fs::metadata(entry.path())
+        let owned = std::fs::metadata(format!("/proc/{pid}"))
             .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == uid)
             .unwrap_or(false);
         if owned && runs_with(pid, marker) {
