@@ -263,10 +263,7 @@ impl Controller {
         let seen = contract::see(facts, answer, proxies, serving, &record.memory, now);
         let counts = self
             .serve_front
-            .stats()
-            .clusters
-            .get(&record.name)
-            .copied()
+            .cluster_stats(&record.name)
             .unwrap_or_default();
         if seen.nodes.head_ready {
             self.clusters.mark_head_ready(&record.name);
@@ -623,30 +620,22 @@ impl Controller {
                 .map(str::to_string);
             let layout = active.as_ref().and_then(|name| layouts.get(name));
             let prefixes = route_prefixes(&service);
-            let serve_upstream =
-                layout.map(|l| std::net::SocketAddr::from(([127, 0, 0, 1], l.serve_port)));
             let dashboard_upstream =
                 layout.map(|l| std::net::SocketAddr::from(([127, 0, 0, 1], l.dashboard_port)));
-            // During an incremental upgrade the pending cluster takes its share of requests.
-            let mut backends: Vec<Backend> = Vec::new();
-            if let (Some(name), Some(addr)) = (&active, serve_upstream) {
-                let weight = service.status["activeServiceStatus"]["trafficRoutedPercent"]
-                    .as_u64()
-                    .map_or(100, |w| u32::try_from(w).unwrap_or(100));
-                backends.push(Backend::new(name.clone(), addr, weight));
-            }
-            let pending = service.status["pendingServiceStatus"]["rayClusterName"].as_str();
-            let pending_weight = service.status["pendingServiceStatus"]["trafficRoutedPercent"]
-                .as_u64()
-                .and_then(|w| u32::try_from(w).ok())
-                .unwrap_or(0);
-            if let Some(name) = pending
-                && pending_weight > 0
-                && let Some(layout) = layouts.get(name)
-            {
-                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], layout.serve_port));
-                backends.push(Backend::new(name, addr, pending_weight));
-            }
+            // The clusters taking requests and their shares, as the core wrote them in the
+            // status (during an incremental upgrade the pending cluster takes its share).
+            let status: RayServiceStatus =
+                serde_json::from_value(service.status.clone()).unwrap_or_default();
+            let backends: Vec<Backend> = rayservice_core::incremental::backends(&status)
+                .into_iter()
+                .filter(|b| b.weight > 0)
+                .filter_map(|b| {
+                    let layout = layouts.get(&b.cluster)?;
+                    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], layout.serve_port));
+                    let weight = u32::try_from(b.weight).unwrap_or(0);
+                    Some(Backend::new(b.cluster, addr, weight))
+                })
+                .collect();
             serve_routes.push(
                 ServiceRoute::new(service.name.clone(), None, prefixes).with_backends(backends),
             );

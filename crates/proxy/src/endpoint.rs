@@ -27,7 +27,7 @@ use crate::config::{EndpointConfig, REJECT_CONCURRENCY};
 use crate::error::ProxyError;
 use crate::forward::{ConnCtx, OnCluster, ProxyBody, Shared, text_response, wait_true};
 use crate::routes::{CompiledRoutes, EndpointKind, RouteTable};
-use crate::stats::{CounterMaps, EndpointStats};
+use crate::stats::{ClusterStats, CounterMaps, EndpointStats};
 
 /// Default bound on how long [`FrontEndpoint::shutdown`] waits for in-flight requests.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -165,6 +165,17 @@ impl FrontEndpoint {
     /// The route table currently in force.
     pub fn routes(&self) -> RouteTable {
         self.shared.routes.load().source.clone()
+    }
+
+    /// Snapshot of one cluster's counters (`None` when it never served through this endpoint,
+    /// or left the table with nothing in flight).
+    pub fn cluster_stats(&self, cluster: &str) -> Option<ClusterStats> {
+        self.counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .backends
+            .get(cluster)
+            .map(|c| c.snapshot())
     }
 
     /// Snapshot of the per-service request and error counters.
