@@ -107,7 +107,8 @@ struct Reconcile<'a> {
     spec_changed: bool,
     actions: Vec<Action>,
     requeue: Duration,
-    next_deletion: Option<Duration>,
+    /// The soonest scheduled thing (a deletion, a drain check, a traffic step), from now.
+    next_due: Option<Duration>,
     /// Why a spec change is not rolled out: (condition reason, message).
     skipped_upgrade: Option<(&'static str, String)>,
     /// Options of an incremental upgrade the platform can carry out.
@@ -134,7 +135,7 @@ impl<'a> Reconcile<'a> {
             spec_changed: observed.status.observed_generation != Some(desired.generation),
             actions: Vec::new(),
             requeue: STEADY_REQUEUE,
-            next_deletion: None,
+            next_due: None,
             skipped_upgrade: None,
             incremental: Options::of(desired.spec).filter(|_| observed.traffic_split.splits()),
         }
@@ -178,6 +179,11 @@ impl<'a> Reconcile<'a> {
                 ),
             );
         }
+    }
+
+    /// Something is due in `wait`: look again by then.
+    fn due_in(&mut self, wait: Duration) {
+        self.next_due = Some(self.next_due.map_or(wait, |d| d.min(wait)));
     }
 
     fn busy(&mut self) {
@@ -348,7 +354,7 @@ impl<'a> Reconcile<'a> {
         let delay = self.deletion_delay();
         // Look again when it is due.
         let due = Duration::from_secs(u64::try_from(delay).unwrap_or(0));
-        self.next_deletion = Some(self.next_deletion.map_or(due, |d| d.min(due)));
+        self.due_in(due);
         let at = Timestamp::from_second(self.now.as_second() + delay).unwrap_or(self.now);
         self.actions.push(Action::Remember {
             cluster: old.name.clone(),
@@ -377,11 +383,9 @@ impl<'a> Reconcile<'a> {
     fn step(
         &mut self,
         options: Options,
-        active: ObservedCluster,
-        pending: ObservedCluster,
+        mut active: ObservedCluster,
+        mut pending: ObservedCluster,
     ) -> Stepped {
-        let mut active = active;
-        let mut pending = pending;
         let mut split = Split::from_status(&self.observed.status);
         let was_rolling_back = status::condition_true(&self.observed.status, ROLLBACK_IN_PROGRESS);
         let rolling_back = pending.memory.spec_hash != self.desired_hash;
@@ -474,12 +478,7 @@ impl<'a> Reconcile<'a> {
         if let Some(at) = split.next_move_at(&options, rolling_back) {
             let wait = at.as_second() - self.now.as_second();
             if wait > 0 {
-                self.next_deletion = Some(
-                    self.next_deletion
-                        .map_or(Duration::from_secs(wait as u64), |d| {
-                            d.min(Duration::from_secs(wait as u64))
-                        }),
-                );
+                self.due_in(Duration::from_secs(wait as u64));
             }
         }
 
@@ -646,7 +645,7 @@ impl<'a> Reconcile<'a> {
                 ..current.memory.clone()
             },
         });
-        self.next_deletion = Some(Duration::ZERO);
+        self.due_in(Duration::ZERO);
         self.skipped_upgrade = previous
             .memory
             .rolled_back
@@ -794,7 +793,7 @@ impl<'a> Reconcile<'a> {
 
     /// When to look again: soon while something changes, every few seconds for health checks
     /// while a head can be asked, otherwise (a watch-driven platform with no head up) only on
-    /// the platform's wake-up; never later than the next scheduled deletion.
+    /// the platform's wake-up; never later than the next thing due ([`Self::due_in`]).
     fn requeue_after(&self) -> Duration {
         let nothing_to_ask = !self.observed.clusters.iter().any(|c| c.nodes.head_up);
         let requeue = if nothing_to_ask && self.observed.watch_driven {
@@ -802,7 +801,7 @@ impl<'a> Reconcile<'a> {
         } else {
             self.requeue
         };
-        self.next_deletion.map_or(requeue, |due| requeue.min(due))
+        self.next_due.map_or(requeue, |due| requeue.min(due))
     }
 
     /// Clusters that are neither active nor pending: retiring ones stop when due; a leftover of an
@@ -834,7 +833,7 @@ impl<'a> Reconcile<'a> {
                 Some(at) => {
                     let wait =
                         Duration::from_secs((at.as_second() - self.now.as_second()).max(1) as u64);
-                    self.next_deletion = Some(self.next_deletion.map_or(wait, |d| d.min(wait)));
+                    self.due_in(wait);
                 }
                 None if pending.is_none() && cluster.memory.spec_hash == self.desired_hash => {
                     *pending = Some(cluster.clone());
@@ -872,7 +871,7 @@ impl<'a> Reconcile<'a> {
                     ),
                 );
             }
-            self.next_deletion = Some(self.next_deletion.map_or(DRAIN_POLL, |d| d.min(DRAIN_POLL)));
+            self.due_in(DRAIN_POLL);
             return;
         }
         self.actions.push(Action::DeleteCluster {
