@@ -433,7 +433,8 @@ impl Clusters {
             workers_running: cluster
                 .nodes
                 .values()
-                .filter(|n| n.node_type == "worker" && n.running && !n.retiring)
+                // A worker being stopped still holds its resources until its process is gone.
+                .filter(|n| n.node_type == "worker" && n.running)
                 .count() as i32,
             failure: cluster
                 .nodes
